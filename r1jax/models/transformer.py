@@ -1,0 +1,194 @@
+"""A decoder-only transformer in Flax Linen: RoPE, RMSNorm, GQA, SwiGLU, optional qkv bias.
+
+One module serves training (full causal forward) and decoding (reads and writes a KV cache
+passed in and out as a plain pytree, so the sampler can carry it through `lax.while_loop`).
+Every param carries logical axis names; `r1jax.sharding` maps them onto a mesh.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from r1jax.models.config import ModelConfig
+
+Cache = list[dict[str, jax.Array]]  # per layer: {'k': [B, S, Hkv, Dh], 'v': [B, S, Hkv, Dh]}
+_NEG_INF = -1e30
+
+
+def rope_inv_freq(config: ModelConfig) -> jax.Array:
+  """[Dh/2] inverse frequencies, with Llama-3 scaling when configured."""
+  hd = config.head_dim
+  inv = 1.0 / (config.rope_theta ** (jnp.arange(0, hd, 2, dtype=jnp.float32) / hd))
+  if config.rope_scaling_factor:
+    factor = config.rope_scaling_factor
+    low_wavelen = config.rope_original_max_len / config.rope_low_freq_factor
+    high_wavelen = config.rope_original_max_len / config.rope_high_freq_factor
+    wavelen = 2 * math.pi / inv
+    scaled = jnp.where(wavelen > low_wavelen, inv / factor, inv)
+    smooth = (config.rope_original_max_len / wavelen - config.rope_low_freq_factor) / (
+        config.rope_high_freq_factor - config.rope_low_freq_factor)
+    smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+    medium = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
+    inv = jnp.where(medium, smoothed, scaled)
+  return inv
+
+
+def apply_rope(x: jax.Array, positions: jax.Array, inv_freq: jax.Array) -> jax.Array:
+  """Rotate [B, T, H, Dh] by positions [B, T] (Hugging Face 'rotate half' layout)."""
+  angles = positions[..., None].astype(jnp.float32) * inv_freq  # [B, T, Dh/2]
+  cos = jnp.cos(angles)[:, :, None, :]
+  sin = jnp.sin(angles)[:, :, None, :]
+  x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
+  out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+  return out.astype(x.dtype)
+
+
+def causal_mask(segment_ids: jax.Array | None, length: int, batch: int) -> jax.Array:
+  """[B, T, T] bool: causal, and (for packed rows) within one non-zero segment."""
+  mask = jnp.tril(jnp.ones((length, length), dtype=bool))[None]
+  if segment_ids is None:
+    return jnp.broadcast_to(mask, (batch, length, length))
+  same = segment_ids[:, :, None] == segment_ids[:, None, :]
+  return mask & same & (segment_ids[:, None, :] != 0)
+
+
+class RMSNorm(nn.Module):
+  eps: float
+  param_dtype: Any
+
+  @nn.compact
+  def __call__(self, x):
+    scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones, ("norm",)),
+                       (x.shape[-1],), self.param_dtype)
+    x32 = x.astype(jnp.float32)
+    y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+    return (y.astype(x.dtype) * scale.astype(x.dtype))
+
+
+def _dense(features, axes, name, config, use_bias=False, in_axes=-1, bias_axes=None):
+  return nn.DenseGeneral(
+      features=features, axis=in_axes, use_bias=use_bias, name=name,
+      dtype=jnp.dtype(config.dtype), param_dtype=jnp.dtype(config.param_dtype),
+      kernel_init=nn.with_logical_partitioning(nn.initializers.normal(0.02), axes),
+      bias_init=nn.with_logical_partitioning(nn.initializers.zeros, bias_axes or axes[-1:]),
+  )
+
+
+class Attention(nn.Module):
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(self, x, positions, mask, cache, cache_index):
+    c = self.config
+    h, kv, hd = c.num_heads, c.num_kv_heads, c.head_dim
+    q = _dense((h, hd), ("embed", "heads", "head_dim"), "q_proj", c, c.qkv_bias,
+               bias_axes=("heads", "head_dim"))(x)
+    k = _dense((kv, hd), ("embed", "kv_heads", "head_dim"), "k_proj", c, c.qkv_bias,
+               bias_axes=("kv_heads", "head_dim"))(x)
+    v = _dense((kv, hd), ("embed", "kv_heads", "head_dim"), "v_proj", c, c.qkv_bias,
+               bias_axes=("kv_heads", "head_dim"))(x)
+    inv_freq = rope_inv_freq(c)
+    q = apply_rope(q, positions, inv_freq)
+    k = apply_rope(k, positions, inv_freq)
+    if cache is not None:
+      k = jax.lax.dynamic_update_slice_in_dim(cache["k"], k.astype(cache["k"].dtype), cache_index, 1)
+      v = jax.lax.dynamic_update_slice_in_dim(cache["v"], v.astype(cache["v"].dtype), cache_index, 1)
+      cache = {"k": k, "v": v}
+    b, t = q.shape[:2]
+    q = q.reshape(b, t, kv, h // kv, hd)  # [B, T, Hkv, G, Dh]
+    scores = jnp.einsum("btkgd,bskd->bkgts", q, k.astype(q.dtype),
+                        preferred_element_type=jnp.float32) / math.sqrt(hd)
+    scores = jnp.where(mask[:, None, None], scores, _NEG_INF)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+    out = jnp.einsum("bkgts,bskd->btkgd", probs, v).reshape(b, t, h, hd).astype(x.dtype)
+    out = _dense(c.d_model, ("heads", "head_dim", "embed"), "o_proj", c, in_axes=(-2, -1))(out)
+    return out, cache
+
+
+class MLP(nn.Module):
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(self, x):
+    c = self.config
+    gate = _dense(c.mlp_dim, ("embed", "mlp"), "gate_proj", c)(x)
+    up = _dense(c.mlp_dim, ("embed", "mlp"), "up_proj", c)(x)
+    y = nn.with_logical_constraint(nn.silu(gate) * up, ("activation_batch", "activation_length", "activation_mlp"))
+    return _dense(c.d_model, ("mlp", "embed"), "down_proj", c)(y)
+
+
+class Block(nn.Module):
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(self, x, positions, mask, cache, cache_index):
+    c = self.config
+    pdt = jnp.dtype(c.param_dtype)
+    attn_out, cache = Attention(c, name="attn")(
+        RMSNorm(c.norm_eps, pdt, name="input_norm")(x), positions, mask, cache, cache_index)
+    x = x + attn_out
+    x = x + MLP(c, name="mlp")(RMSNorm(c.norm_eps, pdt, name="post_attn_norm")(x))
+    x = nn.with_logical_constraint(x, ("activation_batch", "activation_length", "activation_embed"))
+    return x, cache
+
+
+class Transformer(nn.Module):
+  """Decoder-only LM. `apply({'params': p}, tokens)` -> float32 logits [B, T, V].
+
+  Decoding: pass `cache` (from `init_cache`) and `cache_index` (where the T new keys go);
+  returns `(logits, new_cache)`. `attention_mask` [B, T, S] (S = T, or cache length) overrides
+  the default causal mask; `segment_ids` [B, T] restricts attention to packed segments.
+  """
+
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(self, tokens, positions=None, attention_mask=None, segment_ids=None,
+               cache: Cache | None = None, cache_index=0, return_hidden: bool = False):
+    c = self.config
+    b, t = tokens.shape
+    if positions is None:
+      positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32)[None] + cache_index, (b, t))
+    if attention_mask is None:
+      if cache is None:
+        attention_mask = causal_mask(segment_ids, t, b)
+      else:
+        slots = jnp.arange(cache[0]["k"].shape[1])
+        attention_mask = jnp.broadcast_to(
+            slots[None, None, :] <= (cache_index + jnp.arange(t))[None, :, None],
+            (b, t, slots.shape[0]))
+    embed = nn.Embed(c.vocab_size, c.d_model, name="embed",
+                     dtype=jnp.dtype(c.dtype), param_dtype=jnp.dtype(c.param_dtype),
+                     embedding_init=nn.with_logical_partitioning(
+                         nn.initializers.normal(0.02), ("vocab", "embed")))
+    x = embed(tokens)
+    x = nn.with_logical_constraint(x, ("activation_batch", "activation_length", "activation_embed"))
+    block_cls = nn.remat(Block) if c.remat else Block
+    new_cache = []
+    for i in range(c.num_layers):
+      x, layer_cache = block_cls(c, name=f"layers_{i}")(
+          x, positions, attention_mask, None if cache is None else cache[i], cache_index)
+      new_cache.append(layer_cache)
+    x = RMSNorm(c.norm_eps, jnp.dtype(c.param_dtype), name="final_norm")(x)
+    if return_hidden:
+      out = x.astype(jnp.float32)
+    elif c.tie_embeddings:
+      out = embed.attend(x).astype(jnp.float32)
+    else:
+      out = _dense(c.vocab_size, ("embed", "vocab"), "lm_head", c)(x).astype(jnp.float32)
+    return out if cache is None else (out, new_cache)
+
+
+def init_cache(config: ModelConfig, batch: int, length: int, dtype=None) -> Cache:
+  """Zero KV cache [B, S, Hkv, Dh] per layer, in the compute dtype unless given."""
+  dtype = jnp.dtype(dtype or config.dtype)
+  shape = (batch, length, config.num_kv_heads, config.head_dim)
+  return [{"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
+          for _ in range(config.num_layers)]
+
+
+CACHE_LOGICAL_AXES = ("cache_batch", "cache_length", "cache_kv_heads", "head_dim")
