@@ -69,13 +69,37 @@ class RMSNorm(nn.Module):
     return (y.astype(x.dtype) * scale.astype(x.dtype))
 
 
-def _dense(features, axes, name, config, use_bias=False, in_axes=-1, bias_axes=None):
-  return nn.DenseGeneral(
-      features=features, axis=in_axes, use_bias=use_bias, name=name,
-      dtype=jnp.dtype(config.dtype), param_dtype=jnp.dtype(config.param_dtype),
-      kernel_init=nn.with_logical_partitioning(nn.initializers.normal(0.02), axes),
-      bias_init=nn.with_logical_partitioning(nn.initializers.zeros, bias_axes or axes[-1:]),
-  )
+class Linear(nn.Module):
+  """x[..., *in] @ kernel[*in, *out] (+ bias[*out]), with logical names on the kernel axes.
+
+  (flax's DenseGeneral initialises a flat kernel and reshapes it, which breaks logical
+  constraints on multi-dimensional kernels once a mesh is set.)
+  """
+  features: tuple[int, ...]
+  axes: tuple[str, ...]
+  num_in: int = 1
+  use_bias: bool = False
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    in_shape = x.shape[-self.num_in:]
+    kernel = self.param(
+        "kernel", nn.with_logical_partitioning(nn.initializers.normal(0.02), self.axes),
+        in_shape + self.features, self.param_dtype)
+    y = jnp.tensordot(x.astype(self.dtype), kernel.astype(self.dtype), axes=self.num_in)
+    if self.use_bias:
+      bias = self.param("bias", nn.with_logical_partitioning(
+          nn.initializers.zeros, self.axes[self.num_in:]), self.features, self.param_dtype)
+      y = y + bias.astype(self.dtype)
+    return y
+
+
+def _dense(features, axes, name, config, use_bias=False, num_in=1):
+  features = features if isinstance(features, tuple) else (features,)
+  return Linear(features, axes, num_in, use_bias, name=name, dtype=jnp.dtype(config.dtype),
+                param_dtype=jnp.dtype(config.param_dtype))
 
 
 class Attention(nn.Module):
@@ -85,12 +109,9 @@ class Attention(nn.Module):
   def __call__(self, x, positions, mask, cache, cache_index):
     c = self.config
     h, kv, hd = c.num_heads, c.num_kv_heads, c.head_dim
-    q = _dense((h, hd), ("embed", "heads", "head_dim"), "q_proj", c, c.qkv_bias,
-               bias_axes=("heads", "head_dim"))(x)
-    k = _dense((kv, hd), ("embed", "kv_heads", "head_dim"), "k_proj", c, c.qkv_bias,
-               bias_axes=("kv_heads", "head_dim"))(x)
-    v = _dense((kv, hd), ("embed", "kv_heads", "head_dim"), "v_proj", c, c.qkv_bias,
-               bias_axes=("kv_heads", "head_dim"))(x)
+    q = _dense((h, hd), ("embed", "heads", "head_dim"), "q_proj", c, c.qkv_bias)(x)
+    k = _dense((kv, hd), ("embed", "kv_heads", "head_dim"), "k_proj", c, c.qkv_bias)(x)
+    v = _dense((kv, hd), ("embed", "kv_heads", "head_dim"), "v_proj", c, c.qkv_bias)(x)
     inv_freq = rope_inv_freq(c)
     q = apply_rope(q, positions, inv_freq)
     k = apply_rope(k, positions, inv_freq)
@@ -105,7 +126,7 @@ class Attention(nn.Module):
     scores = jnp.where(mask[:, None, None], scores, _NEG_INF)
     probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
     out = jnp.einsum("bkgts,bskd->btkgd", probs, v).reshape(b, t, h, hd).astype(x.dtype)
-    out = _dense(c.d_model, ("heads", "head_dim", "embed"), "o_proj", c, in_axes=(-2, -1))(out)
+    out = _dense(c.d_model, ("heads", "head_dim", "embed"), "o_proj", c, num_in=2)(out)
     return out, cache
 
 

@@ -1,0 +1,265 @@
+"""The toy world: a seeded arithmetic world in which every stage of R1 does something on a CPU.
+
+Problems are `+`/`*` chains over single digits, evaluated strictly left to right with mod 10 after
+each operation (`0*1+5+7*9` -> 0, 5, 2, 8 -> "8"). The answer is not a linear reduction of the
+digits, so a small model cannot average its way to it: direct answers in the corpus are mostly
+wrong, step-by-step traces (one operation per step) are right, and arithmetic fact documents
+(`7*8=6`) make the steps learnable. The corpus's share of traces sets the base model's accuracy
+(about think_share * trace_acc + (1 - think_share) * direct_acc), which leaves room for R1-Zero RL
+to find thinking. Some traces write step results as Chinese numerals (language mixing for the
+language-consistency reward); cold-start samples are readable English long CoT with a summary;
+instruction-following prompts carry preference pairs for a reward model.
+
+Held-out test problems come from a region of problem space chosen by a hash of the problem text,
+which no training split ever samples: train and test are disjoint by construction.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import random
+import re
+from typing import Iterator
+
+from r1jax.templates import format_prompt
+
+TEMPLATE = "toy"
+OPS = "+*"
+ZH_DIGITS = "〇一二三四五六七八九"  # 0..9 as Chinese numerals, the toy world's second language
+WORDS = ("cat", "dog", "sun", "tree", "book", "moon", "fish", "bird", "lamp", "rain", "star",
+         "ship", "rock", "leaf", "milk", "road", "bell", "coin", "door", "wind", "frog", "cake")
+_ANSWER_RE = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+_HASH_BUCKETS = 1_000_000
+
+
+@dataclasses.dataclass(frozen=True)
+class ToyWorldConfig:
+  """Every knob of the toy world. Shares are probabilities; sizes are numbers of records."""
+
+  seed: int = 0
+  # Difficulty: operands per problem, drawn uniformly from [min, max]; steps = operands - 1.
+  min_operands: int = 4
+  max_operands: int = 6
+  # Share of problem space (by hash of the problem text) reserved for held-out test problems.
+  test_fraction: float = 0.05
+  # Corpus mix: arithmetic facts, instruction-following text; the rest are reasoning documents.
+  fact_share: float = 0.3
+  general_share: float = 0.1
+  # Reasoning documents: share with a step-by-step trace; the others answer directly.
+  think_share: float = 0.2
+  # Of the traces: share that mix languages, and the chance each step result is a Chinese numeral.
+  mixed_share: float = 0.3
+  mixed_step_prob: float = 0.5
+  # Direct answers are right this often; otherwise a uniformly random wrong digit.
+  direct_accuracy: float = 0.15
+  # Of the direct answers: share written bare ("8"), without tags (gives format rewards work).
+  untagged_share: float = 0.1
+  # Corpus instruction-following replies that obey the instruction (the rest are the rejected kind).
+  general_accuracy: float = 0.7
+  # Split sizes.
+  corpus_size: int = 100_000
+  rl_size: int = 20_000
+  test_size: int = 512
+  cold_start_size: int = 2_000
+  preference_size: int = 5_000
+
+  def __post_init__(self):
+    if not 3 <= self.min_operands <= self.max_operands:
+      raise ValueError(f"need 3 <= min_operands <= max_operands, got "
+                       f"{self.min_operands}, {self.max_operands}")
+    for name in ("test_fraction", "fact_share", "general_share", "think_share", "mixed_share",
+                 "mixed_step_prob", "direct_accuracy", "untagged_share", "general_accuracy"):
+      if not 0.0 <= getattr(self, name) <= 1.0:
+        raise ValueError(f"{name}={getattr(self, name)} must lie in [0, 1]")
+    if self.fact_share + self.general_share > 1.0:
+      raise ValueError("fact_share + general_share must be <= 1")
+    if not 0.0 < self.test_fraction < 1.0:
+      raise ValueError("test_fraction must lie strictly between 0 and 1")
+    for name in ("corpus_size", "rl_size", "test_size", "cold_start_size", "preference_size"):
+      if getattr(self, name) < 0:
+        raise ValueError(f"{name} must be >= 0")
+
+
+# ---------------------------------------------------------------------------------------- problems
+def parse(problem: str) -> tuple[list[int], list[str]]:
+  """'0*1+5' -> ([0, 1, 5], ['*', '+']); raises on anything else."""
+  if not re.fullmatch(r"\d([+*]\d)+", problem):
+    raise ValueError(f"not a toy problem: {problem!r}")
+  return [int(c) for c in problem[::2]], list(problem[1::2])
+
+
+def apply(a: int, op: str, b: int) -> int:
+  return (a + b) % 10 if op == "+" else (a * b) % 10
+
+
+def steps(problem: str) -> list[tuple[int, str, int, int]]:
+  """One (left, op, right, result) per operation, strictly left to right."""
+  nums, ops = parse(problem)
+  out, acc = [], nums[0]
+  for op, b in zip(ops, nums[1:]):
+    out.append((acc, op, b, apply(acc, op, b)))
+    acc = out[-1][3]
+  return out
+
+
+def solve(problem: str) -> str:
+  return str(steps(problem)[-1][3])
+
+
+def is_test_problem(problem: str, test_fraction: float) -> bool:
+  """Hash split, independent of the seed: the held-out region never moves."""
+  h = int.from_bytes(hashlib.blake2b(problem.encode(), digest_size=8).digest(), "little")
+  return h % _HASH_BUCKETS < test_fraction * _HASH_BUCKETS
+
+
+def random_problem(rng: random.Random, cfg: ToyWorldConfig, test: bool) -> str:
+  """Rejection-samples a problem from the train (test=False) or held-out (test=True) region."""
+  while True:
+    n = rng.randint(cfg.min_operands, cfg.max_operands)
+    text = str(rng.randrange(10)) + "".join(rng.choice(OPS) + str(rng.randrange(10))
+                                            for _ in range(n - 1))
+    if is_test_problem(text, cfg.test_fraction) == test:
+      return text
+
+
+def _rng(cfg: ToyWorldConfig, split: str) -> random.Random:
+  return random.Random(f"r1jax-toy/{cfg.seed}/{split}")  # str seeds are stable across runs
+
+
+# -------------------------------------------------------------------------------------- verifier
+def extract_answer(completion: str) -> str | None:
+  """Content of the last <answer>...</answer>, stripped; None if there is none."""
+  found = _ANSWER_RE.findall(completion)
+  return found[-1].strip() if found else None
+
+
+def is_correct(completion: str, answer: str) -> bool:
+  """The toy verifier: exact match of the tagged answer after strip."""
+  pred = extract_answer(completion)
+  return pred is not None and pred == answer.strip()
+
+
+# ----------------------------------------------------------------------------------- completions
+def direct_completion(rng: random.Random, cfg: ToyWorldConfig, problem: str) -> str:
+  """An answer without reasoning: right with probability direct_accuracy."""
+  ans = int(solve(problem))
+  if rng.random() >= cfg.direct_accuracy:
+    ans = (ans + 1 + rng.randrange(9)) % 10
+  if rng.random() < cfg.untagged_share:
+    return str(ans)
+  return f"<think></think><answer>{ans}</answer>"
+
+
+def think_completion(problem: str) -> str:
+  """`<think>0*1=0 0+5=5 5+7=2 2*9=8</think><answer>8</answer>`: one operation per step."""
+  body = " ".join(f"{a}{op}{b}={r}" for a, op, b, r in steps(problem))
+  return f"<think>{body}</think><answer>{solve(problem)}</answer>"
+
+
+def mixed_completion(rng: random.Random, cfg: ToyWorldConfig, problem: str) -> str:
+  """A correct trace whose step results are sometimes Chinese numerals: `5+7=二 2*9=8`."""
+  parts = [f"{a}{op}{b}=" + (ZH_DIGITS[r] if rng.random() < cfg.mixed_step_prob else str(r))
+           for a, op, b, r in steps(problem)]
+  return f"<think>{' '.join(parts)}</think><answer>{solve(problem)}</answer>"
+
+
+def cold_start_completion(problem: str) -> str:
+  """Readable English long CoT with a check pass, then a summary, then the tagged answer."""
+  st = steps(problem)
+  lines = [f"We work left to right and keep only the last digit. Start with {st[0][0]}."]
+  for a, op, b, r in st:
+    word = "plus" if op == "+" else "times"
+    lines.append(f"{a} {word} {b} gives {r}, so {a}{op}{b}={r}.")
+  check = " ".join(f"{a}{op}{b}={r}" for a, op, b, r in st)
+  lines.append(f"Check: {check}. Both passes end at {st[-1][3]}.")
+  ans = solve(problem)
+  return f"<think>{' '.join(lines)}</think>The result of {problem} is {ans}.<answer>{ans}</answer>"
+
+
+# ------------------------------------------------------------------------------- general prompts
+def general_task(rng: random.Random) -> tuple[str, str, str]:
+  """(instruction, reply that obeys it, plausible reply that does not)."""
+  word, kind = rng.choice(WORDS), rng.randrange(4)
+  if kind == 0:
+    k = rng.randint(2, 4)
+    bad = k + rng.choice((-1, 1))
+    return f"Repeat {word} {k} times.", " ".join([word] * k), " ".join([word] * bad)
+  if kind == 1:
+    return f"Reverse {word}.", word[::-1], word
+  if kind == 2:
+    return f"Write {word} in capitals.", word.upper(), word
+  n = len(word)
+  return f"Count the letters in {word}.", str(n), str(n + rng.choice((-1, 1)))
+
+
+# ------------------------------------------------------------------------------------------ splits
+def problems(cfg: ToyWorldConfig, split: str) -> list[dict]:
+  """'rl' (train region) or 'test' (held-out region, no duplicates): {id, problem, answer}."""
+  if split not in ("rl", "test"):
+    raise ValueError(f"split must be 'rl' or 'test', got {split!r}")
+  rng, size, test = _rng(cfg, split), getattr(cfg, f"{split}_size"), split == "test"
+  seen, out = set(), []
+  while len(out) < size:
+    p = random_problem(rng, cfg, test)
+    if test and p in seen:
+      continue
+    seen.add(p)
+    out.append({"id": f"toy-{split}-{len(out):06d}", "problem": p, "answer": solve(p)})
+  return out
+
+
+def corpus(cfg: ToyWorldConfig) -> Iterator[dict]:
+  """Pre-training documents {id, prompt, completion, kind}; the loss goes on the completion."""
+  rng = _rng(cfg, "corpus")
+  for i in range(cfg.corpus_size):
+    u = rng.random()
+    if u < cfg.fact_share:
+      a, op, b = rng.randrange(10), rng.choice(OPS), rng.randrange(10)
+      prompt, completion, kind = f"{a}{op}{b}=", str(apply(a, op, b)), "fact"
+    elif u < cfg.fact_share + cfg.general_share:
+      instruction, good, bad = general_task(rng)
+      prompt = format_prompt(TEMPLATE, instruction)
+      completion, kind = (good if rng.random() < cfg.general_accuracy else bad), "general"
+    else:
+      problem = random_problem(rng, cfg, test=False)
+      prompt = format_prompt(TEMPLATE, problem)
+      if rng.random() < cfg.think_share:
+        if rng.random() < cfg.mixed_share:
+          completion, kind = mixed_completion(rng, cfg, problem), "mixed"
+        else:
+          completion, kind = think_completion(problem), "think"
+      else:
+        completion, kind = direct_completion(rng, cfg, problem), "direct"
+    yield {"id": f"toy-corpus-{i:07d}", "prompt": prompt, "completion": completion, "kind": kind}
+
+
+def cold_start(cfg: ToyWorldConfig) -> list[dict]:
+  """Long readable CoT SFT samples: {id, problem, answer, prompt, completion}."""
+  rng = _rng(cfg, "cold_start")
+  out = []
+  for i in range(cfg.cold_start_size):
+    p = random_problem(rng, cfg, test=False)
+    out.append({"id": f"toy-cold-{i:06d}", "problem": p, "answer": solve(p),
+                "prompt": format_prompt(TEMPLATE, p), "completion": cold_start_completion(p)})
+  return out
+
+
+def preferences(cfg: ToyWorldConfig) -> list[dict]:
+  """Instruction-following prompts with pairs: {id, problem, prompt, chosen, rejected}."""
+  rng = _rng(cfg, "preferences")
+  out = []
+  for i in range(cfg.preference_size):
+    instruction, good, bad = general_task(rng)
+    out.append({"id": f"toy-pref-{i:06d}", "problem": instruction,
+                "prompt": format_prompt(TEMPLATE, instruction), "chosen": good, "rejected": bad})
+  return out
+
+
+def tokenizer_texts(cfg: ToyWorldConfig, max_docs: int = 20_000) -> Iterator[str]:
+  """Full texts covering every kind of toy document, for training the toy tokenizer."""
+  for i, d in enumerate(corpus(dataclasses.replace(cfg, corpus_size=max_docs))):
+    yield d["prompt"] + d["completion"]
+  for d in cold_start(dataclasses.replace(cfg, cold_start_size=min(cfg.cold_start_size, 500))):
+    yield d["prompt"] + d["completion"]
+  for d in preferences(dataclasses.replace(cfg, preference_size=min(cfg.preference_size, 500))):
+    yield d["prompt"] + d["chosen"]
