@@ -96,6 +96,27 @@ def test_hand_computed_2x3(aggregation, want):
   assert float(m["kl"]) == 0.0
 
 
+@pytest.mark.parametrize("ratio,want", [
+    # Same 2x3 batch, sequence ratios (every valid token of a row gets its row's surrogate):
+    #   'sequence': row 0 rho = 1.5 * 0.9 = 1.35 -> clipped to 1.2, A = +1 -> loss -1.2 per token.
+    #               row 1 rho = 0.5 * 1.1 * 1.3 = 0.715 -> min(-1.43, 0.8 * -2 = -1.6) -> 1.6.
+    #               grpo: (-1.2 + 1.6) / 2 = 0.2
+    ("sequence", 0.2),
+    #   'gspo':     row 0 rho = sqrt(1.35) = 1.161895 (inside the clip) -> loss -1.161895.
+    #               row 1 rho = 0.715 ** (1/3) = 0.894201 (inside) -> loss 1.788403.
+    #               grpo: (-1.161895 + 1.788403) / 2 = 0.313254
+    ("gspo", (-math.sqrt(1.35) + 2 * 0.715**(1 / 3)) / 2),
+])
+def test_hand_computed_sequence_ratios(ratio, want):
+  logp, old, mask, adv = _hand_2x3()
+  loss, m = policy_loss(jnp.asarray(logp), jnp.asarray(old), None, jnp.asarray(mask),
+                        jnp.asarray(adv), LossConfig(ratio=ratio))
+  np.testing.assert_allclose(loss, want, rtol=1e-6)
+  np.testing.assert_allclose(want, {"sequence": 0.2, "gspo": 0.313254}[ratio], atol=1e-6)
+  if ratio == "sequence":  # two tokens of row 0 high-clipped, three of row 1 low-clipped.
+    np.testing.assert_allclose([m["clip_frac_high"], m["clip_frac_low"]], [0.4, 0.6], rtol=1e-6)
+
+
 def test_hand_computed_kl():
   # logp = -1, ref = -1.5 at both tokens of one row: d = ref - logp = -0.5.
   # k1 = 0.5, k2 = 0.125, k3 = exp(-0.5) + 0.5 - 1 = 0.1065306597.
@@ -111,7 +132,8 @@ def test_hand_computed_kl():
 
 
 CASES = list(itertools.product(["token", "sequence", "gspo"], ["k1", "k2", "k3"],
-                               ["grpo", "dapo", "dr_grpo"], [(0.2, 0.2), (0.2, 0.28), (10.0, 10.0)]))
+                               ["grpo", "dapo", "dr_grpo"],
+                               [(0.2, 0.2), (0.2, 0.28), (10.0, 10.0)]))
 
 
 def _cfg(ratio, kl, aggregation, eps, beta=0.04):
@@ -156,7 +178,8 @@ def _analytic_grad(logp, old, ref, mask, adv, cfg):
   else:
     rho, dlog = np.exp(log_ratio.sum(1, keepdims=True) / lengths), 1.0 / lengths
   clipped = np.clip(rho, 1 - cfg.eps_low, 1 + cfg.eps_high)
-  unclipped_active = (rho * a < clipped * a) | ((rho >= 1 - cfg.eps_low) & (rho <= 1 + cfg.eps_high))
+  inside = (rho >= 1 - cfg.eps_low) & (rho <= 1 + cfg.eps_high)
+  unclipped_active = (rho * a < clipped * a) | inside
   dsurr = a * rho * unclipped_active * dlog  # d surrogate / d logp of one token
   if cfg.ratio == "token":
     g = -w * dsurr
@@ -177,10 +200,13 @@ def test_gradient_matches_analytic(ratio, aggregation, kl):
   want = _analytic_grad(logp, old, ref, mask, adv, cfg)
   np.testing.assert_allclose(grad, want, rtol=1e-5, atol=1e-7)
   assert np.all(np.asarray(grad)[mask == 0] == 0.0)
-  # The case must exercise both branches, or the comparison proves little.
-  if ratio == "token":
-    rho = np.exp(logp - old)
-    assert np.any(((rho > 1.28) | (rho < 0.8)) & (mask == 1))
+  # The case must hold tokens with the clip active (zero surrogate gradient) and tokens without.
+  log_ratio = (logp - old) * mask
+  rho = {"token": np.exp(log_ratio), "sequence": np.exp(log_ratio.sum(1, keepdims=True)),
+         "gspo": np.exp(log_ratio.sum(1, keepdims=True) / mask.sum(1, keepdims=True))}[ratio]
+  a = adv[:, None]
+  clip_active = np.broadcast_to(((rho > 1.28) & (a > 0)) | ((rho < 0.8) & (a < 0)), mask.shape)
+  assert np.any(clip_active & (mask == 1)) and np.any(~clip_active & (mask == 1))
 
 
 def test_masked_garbage_is_inert():

@@ -21,6 +21,7 @@ import random
 import re
 from typing import Iterator
 
+from r1jax import tokenizers
 from r1jax.templates import format_prompt
 
 TEMPLATE = "toy"
@@ -28,6 +29,10 @@ OPS = "+*"
 ZH_DIGITS = "〇一二三四五六七八九"  # 0..9 as Chinese numerals, the toy world's second language
 WORDS = ("cat", "dog", "sun", "tree", "book", "moon", "fish", "bird", "lamp", "rain", "star",
          "ship", "rock", "leaf", "milk", "road", "bell", "coin", "door", "wind", "frog", "cake")
+# Single pieces in the toy tokenizer: the R1 tags and the toy template's speaker markers.
+TOKENIZER_SYMBOLS = tokenizers.R1_TAGS + ("User:", "Assistant:", "\n")
+# 256 byte-fallback pieces + ~80 characters + ~110 BPE merges (whole words of the toy texts).
+TOKENIZER_VOCAB_SIZE = 448
 _ANSWER_RE = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 _HASH_BUCKETS = 1_000_000
 
@@ -164,16 +169,13 @@ def mixed_completion(rng: random.Random, cfg: ToyWorldConfig, problem: str) -> s
 
 
 def cold_start_completion(problem: str) -> str:
-  """Readable English long CoT with a check pass, then a summary, then the tagged answer."""
+  """Readable English long CoT with a check pass, then a one-line summary and the tagged answer."""
   st = steps(problem)
-  lines = [f"We work left to right and keep only the last digit. Start with {st[0][0]}."]
-  for a, op, b, r in st:
-    word = "plus" if op == "+" else "times"
-    lines.append(f"{a} {word} {b} gives {r}, so {a}{op}{b}={r}.")
+  words = " ".join(f"{a} {'plus' if op == '+' else 'times'} {b} is {r}." for a, op, b, r in st)
   check = " ".join(f"{a}{op}{b}={r}" for a, op, b, r in st)
-  lines.append(f"Check: {check}. Both passes end at {st[-1][3]}.")
   ans = solve(problem)
-  return f"<think>{' '.join(lines)}</think>The result of {problem} is {ans}.<answer>{ans}</answer>"
+  return (f"<think>Go left to right and keep the last digit. Start at {st[0][0]}. {words} "
+          f"Check: {check}.</think>So {problem} is {ans}.<answer>{ans}</answer>")
 
 
 # ------------------------------------------------------------------------------- general prompts
@@ -257,9 +259,17 @@ def preferences(cfg: ToyWorldConfig) -> list[dict]:
 
 def tokenizer_texts(cfg: ToyWorldConfig, max_docs: int = 20_000) -> Iterator[str]:
   """Full texts covering every kind of toy document, for training the toy tokenizer."""
-  for i, d in enumerate(corpus(dataclasses.replace(cfg, corpus_size=max_docs))):
+  for d in corpus(dataclasses.replace(cfg, corpus_size=max_docs)):
     yield d["prompt"] + d["completion"]
   for d in cold_start(dataclasses.replace(cfg, cold_start_size=min(cfg.cold_start_size, 500))):
     yield d["prompt"] + d["completion"]
   for d in preferences(dataclasses.replace(cfg, preference_size=min(cfg.preference_size, 500))):
     yield d["prompt"] + d["chosen"]
+
+
+def train_tokenizer(cfg: ToyWorldConfig, out_path: str | None = None,
+                    vocab_size: int = TOKENIZER_VOCAB_SIZE) -> tokenizers.SentencePieceTokenizer:
+  """The toy world's SentencePiece BPE tokenizer (digits split, tags single pieces)."""
+  return tokenizers.SentencePieceTokenizer.train(
+      tokenizer_texts(cfg), out_path, vocab_size=vocab_size,
+      user_defined_symbols=TOKENIZER_SYMBOLS)

@@ -73,7 +73,7 @@ def kl_per_token(logp: jax.Array, ref_logp: jax.Array, kind: str) -> jax.Array:
   if kind == "k2":
     return 0.5 * d * d
   if kind == "k3":
-    return jnp.exp(-d) + d - 1.0
+    return jnp.exp(d) - d - 1.0
   raise ValueError(f"kl must be one of {KLS}, got {kind!r}")
 
 

@@ -1,0 +1,135 @@
+"""grain pipelines over random-access sources (TFDS array_record, or any list of dicts).
+
+Two shapes come out:
+- `lm_dataset`: next-token rows for (prompt, completion) training, packed or padded to [B, L]:
+    inputs, targets   int32 [B, L]  targets[t] is the token after inputs[t] in the same document
+    loss_mask         int32 [B, L]  1 where targets[t] is a completion token (or its eos)
+    segment_ids       int32 [B, L]  1, 2, ... per document in the row; 0 is padding
+    positions         int32 [B, L]  position within the document
+  The SFT loss is sum(ce(logits, targets) * loss_mask) / sum(loss_mask); the model builds its
+  attention mask from segment_ids so that packed documents never see each other.
+- `record_dataset`: batches of decoded records (lists of dicts of str), e.g. RL prompts.
+
+Both shuffle with a seed (a fresh order each epoch), repeat forever when num_epochs is None,
+shard by process, and return a grain IterDataset whose iterator has get_state()/set_state() for
+checkpointing: `it = iter(ds); state = it.get_state(); ...; it.set_state(state)`.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any, Sequence
+
+import grain
+import numpy as np
+
+from r1jax.tokenizers import Tokenizer
+
+
+def decode_record(record: dict) -> dict:
+  """TFDS Text features arrive as bytes; r1jax works with str."""
+  return {k: v.decode("utf-8") if isinstance(v, bytes) else v for k, v in record.items()}
+
+
+class TokenizeLM(grain.transforms.Map):
+  """{prompt, completion} record -> inputs/targets/loss_mask, int32 [n], at most max_len long.
+
+  The document is [bos] + prompt + completion + [eos]; the loss covers the completion and eos.
+  Documents longer than max_len + 1 tokens are cut at the end.
+  """
+
+  def __init__(self, tokenizer: Tokenizer, max_len: int, prompt_field: str = "prompt",
+               completion_field: str = "completion", add_bos: bool = True, add_eos: bool = True):
+    self.tokenizer, self.max_len = tokenizer, max_len
+    self.prompt_field, self.completion_field = prompt_field, completion_field
+    self.add_bos, self.add_eos = add_bos, add_eos
+
+  def map(self, element: dict) -> dict[str, np.ndarray]:
+    r = decode_record(element)
+    tok = self.tokenizer
+    prompt = ([tok.bos_id] if self.add_bos else []) + tok.encode(r[self.prompt_field])
+    completion = tok.encode(r[self.completion_field]) + ([tok.eos_id] if self.add_eos else [])
+    ids = np.asarray(prompt + completion, np.int32)[:self.max_len + 1]
+    mask = np.asarray([0] * len(prompt) + [1] * len(completion), np.int32)[:self.max_len + 1]
+    if len(ids) < 2:
+      raise ValueError(f"document of {len(ids)} token(s) has nothing to predict: {r}")
+    return {"inputs": ids[:-1], "targets": ids[1:], "loss_mask": mask[1:]}
+
+
+class PadToLength(grain.transforms.Map):
+  """One document per row: pads inputs/targets/loss_mask to [L], adds segment_ids/positions."""
+
+  def __init__(self, seq_len: int, pad_id: int):
+    self.seq_len, self.pad_id = seq_len, pad_id
+
+  def map(self, element: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    n, pad = len(element["inputs"]), self.seq_len - len(element["inputs"])
+    out = {k: np.pad(element[k], (0, pad), constant_values=self.pad_id if k != "loss_mask" else 0)
+           for k in ("inputs", "targets", "loss_mask")}
+    out["segment_ids"] = (np.arange(self.seq_len) < n).astype(np.int32)
+    out["positions"] = np.where(out["segment_ids"] > 0, np.arange(self.seq_len), 0).astype(np.int32)
+    return out
+
+
+def _select(fields: tuple[str, ...], record: dict) -> dict:
+  return {k: record[k] for k in fields}
+
+
+def _rename_packed(element: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """grain's packer names its outputs <feature>_segment_ids/_positions; keep one copy."""
+  return {"inputs": element["inputs"], "targets": element["targets"],
+          "loss_mask": element["loss_mask"], "segment_ids": element["inputs_segment_ids"],
+          "positions": element["inputs_positions"]}
+
+
+def _indexed(source: Any, *, seed: int, shuffle: bool, num_epochs: int | None,
+             shard_index: int, shard_count: int) -> grain.MapDataset:
+  if not 0 <= shard_index < shard_count:
+    raise ValueError(f"shard_index={shard_index} must lie in [0, shard_count={shard_count})")
+  if len(source) < shard_count:
+    raise ValueError(f"source of {len(source)} records cannot feed {shard_count} shards")
+  ds = grain.MapDataset.source(source)
+  if shard_count > 1:
+    ds = ds[shard_index::shard_count]
+  if shuffle:
+    ds = ds.shuffle(seed)
+  return ds.repeat(num_epochs)
+
+
+def lm_dataset(source: Any, tokenizer: Tokenizer, *, seq_len: int, batch_size: int,
+               seed: int = 0, shuffle: bool = True, num_epochs: int | None = None,
+               pack: bool = True, shard_index: int = 0, shard_count: int = 1,
+               prompt_field: str = "prompt", completion_field: str = "completion",
+               num_threads: int = 2) -> grain.IterDataset:
+  """Batches of next-token rows [batch_size, seq_len] (see the module docstring for the keys).
+
+  pack=True fills each row first-fit with whole documents (batch_size bins at a time);
+  pack=False puts one document per row. The last, partial batch of a finite run is dropped.
+  """
+  ds = _indexed(source, seed=seed, shuffle=shuffle, num_epochs=num_epochs,
+                shard_index=shard_index, shard_count=shard_count)
+  ds = ds.map(TokenizeLM(tokenizer, seq_len, prompt_field, completion_field))
+  read = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=4 * batch_size)
+  if not pack:
+    ds = ds.map(PadToLength(seq_len, tokenizer.pad_id))
+    return ds.batch(batch_size, drop_remainder=True).to_iter_dataset(read)
+  lengths = {"inputs": seq_len, "targets": seq_len, "loss_mask": seq_len}
+  padding = {"inputs": tokenizer.pad_id, "targets": tokenizer.pad_id, "loss_mask": 0}
+  packed = grain.experimental.FirstFitPackIterDataset(
+      ds.to_iter_dataset(read), length_struct=lengths, num_packing_bins=batch_size,
+      shuffle_bins=False, padding_struct=padding)
+  return packed.map(_rename_packed).batch(batch_size, drop_remainder=True)
+
+
+def record_dataset(source: Any, *, batch_size: int, seed: int = 0, shuffle: bool = True,
+                   num_epochs: int | None = None, shard_index: int = 0, shard_count: int = 1,
+                   fields: Sequence[str] | None = None, drop_remainder: bool = True,
+                   num_threads: int = 2) -> grain.IterDataset:
+  """Batches of decoded records: each element is a list of batch_size dicts of str."""
+  ds = _indexed(source, seed=seed, shuffle=shuffle, num_epochs=num_epochs,
+                shard_index=shard_index, shard_count=shard_count)
+  ds = ds.map(decode_record)
+  if fields is not None:
+    ds = ds.map(functools.partial(_select, tuple(fields)))
+  ds = ds.batch(batch_size, drop_remainder=drop_remainder, batch_fn=list)
+  return ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads,
+                                              prefetch_buffer_size=4 * batch_size))

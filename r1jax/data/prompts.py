@@ -1,0 +1,46 @@
+"""Problem sets for RL and evaluation, and the grain iterator that feeds prompts to GRPO.
+
+Every problem set has the benchmark record shape {'id', 'problem', 'answer'}: the toy world's
+RL prompts and held-out set, GSM8K, AIME 2024, AMC 2023, or any math JSONL.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import grain
+
+from r1jax.data import benchmarks, toy_tfds, toy_world
+
+
+def toy_world_config(cfg) -> toy_world.ToyWorldConfig:
+  """The ToyWorldConfig named by a config's `toy` block (fields override the defaults)."""
+  overrides = dict(cfg.get("toy", {}) or {})
+  return toy_world.ToyWorldConfig(**overrides)
+
+
+def default_data_dir() -> str:
+  return os.environ.get("R1JAX_DATA_DIR", os.path.join(os.path.expanduser("~"), "r1jax_data"))
+
+
+def load_problems(data_cfg, split: str) -> list[dict[str, Any]]:
+  """Records of `data_cfg.dataset` ('toy' or a registered benchmark) for split 'train' or 'test'."""
+  data_dir = data_cfg.get("data_dir") or default_data_dir()
+  name = data_cfg.dataset
+  if name == "toy":
+    world = toy_world_config(data_cfg)
+    kind = "rl" if split == "train" else "heldout"
+    src = toy_tfds.data_source(kind, data_dir, world)
+    return sorted((toy_tfds.decode_record(src[i]) for i in range(len(src))), key=lambda r: r["id"])
+  options = dict(data_cfg.get("options", {}) or {})
+  return benchmarks.load_benchmark(name, data_dir=data_dir, manual_dir=data_cfg.get("manual_dir"),
+                                   split=split, **options)
+
+
+def prompt_iterator(records: list[dict], batch_size: int, seed: int):
+  """Endless, shuffled (reshuffled each epoch), checkpointable batches of problem records."""
+  if len(records) < batch_size:
+    raise ValueError(f"{len(records)} problems cannot fill a batch of {batch_size} prompts")
+  ds = (grain.MapDataset.source(records).seed(seed).shuffle().repeat(None)
+        .batch(batch_size, batch_fn=list))
+  return iter(ds)

@@ -1,0 +1,71 @@
+"""r1jax command line: `python -m r1jax.main --config=configs/<stage>.py --workdir=DIR`.
+
+Flags only; everything else is importable (the stages take `(config, workdir)`), so a notebook
+runs the same code. Any config field can be overridden: `--config.rl.group_size=16`.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+# Stage name -> module under r1jax.stages exposing `run(config, workdir) -> dict`.
+STAGES = {
+    "toy_base": "toy_base",
+    "grpo": "grpo",
+    "eval": "evaluate",
+}
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to an ml_collections config file.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and outputs.")
+
+
+class ConfigError(ValueError):
+  """A config that cannot run: reported as one line, without a traceback."""
+
+
+def check_config(config, stage: str) -> None:
+  """Fields named in `config.required` (dotted paths) must be set."""
+  for field in config.get("required", ()):
+    node = config
+    for part in field.split("."):
+      node = node.get(part) if hasattr(node, "get") else None
+    if node in (None, ""):
+      raise ConfigError(f"stage {stage!r} needs --config.{field} (a required field is missing)")
+
+
+def run_stage(config, workdir: str) -> dict:
+  """Dispatches on `config.stage`; writes the resolved config into the workdir first."""
+  stage = config.get("stage")
+  if stage not in STAGES:
+    raise ConfigError(f"unknown stage {stage!r}; known stages: {', '.join(sorted(STAGES))}")
+  check_config(config, stage)
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+  module = importlib.import_module(f"r1jax.stages.{STAGES[stage]}")
+  return module.run(config, workdir)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if _CONFIG.value is None:
+    raise app.UsageError("--config=configs/<stage>.py is required")
+  from r1jax import sharding
+  sharding.maybe_initialize_distributed()
+  workdir = _WORKDIR.value or os.path.join("workdirs", str(_CONFIG.value.get("stage", "run")))
+  try:
+    result = run_stage(_CONFIG.value, workdir)
+  except ConfigError as e:
+    print(f"r1jax: error: {e}", file=sys.stderr)
+    sys.exit(2)
+  logging.info("finished: %s", json.dumps(result, default=str, sort_keys=True)[:2000])
+
+
+if __name__ == "__main__":
+  app.run(main)

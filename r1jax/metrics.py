@@ -1,0 +1,62 @@
+"""Metrics to `WORKDIR/metrics.jsonl` and TensorBoard event files (tensorboardX, no TensorFlow)."""
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any
+
+import jax
+import numpy as np
+
+
+def _to_float(v: Any) -> float | None:
+  try:
+    f = float(np.asarray(v))
+  except (TypeError, ValueError):
+    return None
+  return f if math.isfinite(f) else None
+
+
+class MetricsWriter:
+  """Appends `{"step": s, **scalars}` lines; only process 0 writes. Reopen-safe (resume appends)."""
+
+  def __init__(self, workdir: str, tensorboard: bool = True):
+    self.enabled = jax.process_index() == 0
+    self.path = os.path.join(workdir, "metrics.jsonl")
+    self._tb = None
+    if self.enabled:
+      os.makedirs(workdir, exist_ok=True)
+      if tensorboard:
+        from tensorboardX import SummaryWriter
+        self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+  def write(self, step: int, scalars: dict[str, Any]) -> None:
+    if not self.enabled:
+      return
+    clean = {k: _to_float(v) for k, v in scalars.items()}
+    with open(self.path, "a") as f:
+      f.write(json.dumps({"step": int(step), **clean}, sort_keys=True) + "\n")
+    if self._tb is not None:
+      for k, v in clean.items():
+        if v is not None:
+          self._tb.add_scalar(k, v, int(step))
+      self._tb.flush()
+
+  def close(self) -> None:
+    if self._tb is not None:
+      self._tb.close()
+
+
+def read_metrics(workdir_or_file: str) -> list[dict[str, Any]]:
+  """The records of a metrics.jsonl, later records for a step overriding earlier (resumed) ones."""
+  path = workdir_or_file
+  if os.path.isdir(path):
+    path = os.path.join(path, "metrics.jsonl")
+  by_key: dict[tuple[int, tuple[str, ...]], dict] = {}
+  with open(path) as f:
+    for line in f:
+      if line.strip():
+        rec = json.loads(line)
+        by_key[(rec["step"], tuple(sorted(rec)))] = rec
+  return [by_key[k] for k in sorted(by_key, key=lambda k: k[0])]

@@ -1,0 +1,245 @@
+"""One GRPO step: rollout (group sampling + rewards) -> advantages -> old/ref log-probs -> mu epochs.
+
+The pieces are pure and jitted (log-probs, the update); the rollout and rewards run on the host.
+Rows are laid out as [left-padded prompt ; completion]; positions come from the mask, exactly as
+in the sampler, so the trainer's log-probs equal the sampler's (see tests/test_grpo.py).
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from r1jax import sharding, training
+from r1jax.rl import advantages as adv_lib
+from r1jax.rl import losses
+from r1jax.rl.dynamic_sampling import GroupAccumulator
+
+
+@dataclasses.dataclass(frozen=True)
+class GRPOConfig:
+  """Static settings of a GRPO step (the loss settings live in `loss`)."""
+  group_size: int = 8
+  max_new_tokens: int = 64
+  temperature: float = 1.0
+  top_p: float = 1.0
+  top_k: int = 0
+  advantage_scale: str = "group"  # 'group' | 'batch' | 'none' (Dr.GRPO)
+  advantage_eps: float = 1e-4
+  num_minibatches: int = 1  # optimizer steps per epoch over the rollout
+  num_epochs: int = 1  # mu: inner epochs against the old policy's log-probs
+  mask_truncated: bool = False  # DAPO overlong filtering: no loss on completions without EOS
+  dynamic_sampling: bool = False  # DAPO: keep only groups with reward spread, resample to fill
+  max_sampling_rounds: int = 4
+  old_logprobs_from_sampler: bool = False  # skip the old-policy forward when mu=1 and 1 minibatch
+  loss: losses.LossConfig = losses.LossConfig()
+
+
+def row_positions(seq_mask: jax.Array) -> jax.Array:
+  """Positions 0.. counted over real tokens only (left padding does not shift RoPE)."""
+  return jnp.maximum(jnp.cumsum(seq_mask.astype(jnp.int32), axis=1) - 1, 0)
+
+
+def completion_logits(model, params, tokens: jax.Array, seq_mask: jax.Array,
+                      prompt_len: int) -> jax.Array:
+  """Float32 logits predicting each completion token: [N, L] rows -> [N, L - prompt_len, V]."""
+  inputs = tokens[:, :-1]
+  key_ok = seq_mask[:, :-1].astype(bool)
+  length = inputs.shape[1]
+  causal = jnp.tril(jnp.ones((length, length), bool))
+  mask = causal[None] & key_ok[:, None, :]
+  logits = model.apply({"params": params}, inputs, positions=row_positions(seq_mask)[:, :-1],
+                       attention_mask=mask)
+  return logits[:, prompt_len - 1:]
+
+
+def completion_logprobs(model, params, tokens, seq_mask, prompt_len) -> jax.Array:
+  """log pi(completion token) [N, Nc], float32, teacher-forced."""
+  logits = completion_logits(model, params, tokens, seq_mask, prompt_len)
+  return losses.log_probs_from_logits(logits, tokens[:, prompt_len:])
+
+
+def make_logprob_fn(model, mesh, rules, prompt_len: int) -> Callable:
+  """Jitted `params, tokens, seq_mask -> [N, Nc]` log-probs (old policy and reference)."""
+  fn = jax.jit(lambda p, t, m: completion_logprobs(model, p, t, m, prompt_len))
+
+  def run(params, tokens, seq_mask):
+    with sharding.mesh_rules(mesh, rules):
+      return fn(params, tokens, seq_mask)
+  return run
+
+
+def make_grpo_loss(model, loss_cfg: losses.LossConfig, prompt_len: int) -> Callable:
+  """`loss(params, batch) -> (loss, metrics)` for a minibatch of rollout rows.
+
+  batch: tokens [N, L], seq_mask [N, L], completion_mask [N, Nc], old_logp, ref_logp [N, Nc],
+  advantages [N], and the full rollout's normalisers (num_sequences, num_tokens) so that
+  minibatch losses add up to the full-batch loss.
+  """
+  def loss_fn(params, batch):
+    logits = completion_logits(model, params, batch["tokens"], batch["seq_mask"], prompt_len)
+    logp = losses.log_probs_from_logits(logits, batch["tokens"][:, prompt_len:])
+    loss, metrics = losses.policy_loss(
+        logp, batch["old_logp"], batch.get("ref_logp"), batch["completion_mask"],
+        batch["advantages"], loss_cfg, num_sequences=batch["num_sequences"],
+        num_tokens=batch["num_tokens"])
+    metrics["entropy"] = jax.lax.stop_gradient(
+        losses.token_entropy(logits, batch["completion_mask"]))
+    return loss, metrics
+  return loss_fn
+
+
+@dataclasses.dataclass
+class Rollout:
+  """Host-side result of group sampling: G consecutive rows per prompt."""
+  tokens: np.ndarray  # [N, P + Nc] int32: left-padded prompt ; completion
+  seq_mask: np.ndarray  # [N, P + Nc]
+  completion_mask: np.ndarray  # [N, Nc]
+  sampler_logp: np.ndarray  # [N, Nc]
+  truncated: np.ndarray  # [N] bool
+  rewards: np.ndarray  # [N] float32 (weighted total)
+  reward_parts: dict[str, np.ndarray]  # name -> [N]
+  reward_failures: dict[str, int]
+  texts: list[str]  # decoded completions
+  prompts: list[str]
+  answers: list[str]
+
+
+def _pad_to(x: np.ndarray, length: int, left: bool, value=0) -> np.ndarray:
+  pad = length - x.shape[1]
+  if pad <= 0:
+    return x
+  width = ((0, 0), (pad, 0)) if left else ((0, 0), (0, pad))
+  return np.pad(x, width, constant_values=value)
+
+
+def concat_rollouts(parts: Sequence[Rollout]) -> Rollout:
+  """Joins rollouts from several sampling rounds (prompt lengths may differ: re-pad on the left)."""
+  if len(parts) == 1:
+    return parts[0]
+  nc = parts[0].completion_mask.shape[1]
+  p = max(r.tokens.shape[1] - nc for r in parts)
+  cat = lambda f: np.concatenate([f(r) for r in parts])  # noqa: E731
+  return Rollout(
+      tokens=cat(lambda r: _pad_to(r.tokens, p + nc, left=True)),
+      seq_mask=cat(lambda r: _pad_to(r.seq_mask, p + nc, left=True)),
+      completion_mask=cat(lambda r: r.completion_mask), sampler_logp=cat(lambda r: r.sampler_logp),
+      truncated=cat(lambda r: r.truncated), rewards=cat(lambda r: r.rewards),
+      reward_parts={k: cat(lambda r, k=k: r.reward_parts[k]) for k in parts[0].reward_parts},
+      reward_failures={k: sum(r.reward_failures[k] for r in parts) for k in parts[0].reward_failures},
+      texts=sum((r.texts for r in parts), []), prompts=sum((r.prompts for r in parts), []),
+      answers=sum((r.answers for r in parts), []))
+
+
+def take_rows(r: Rollout, idx: np.ndarray) -> Rollout:
+  pick = lambda xs: [xs[i] for i in idx]  # noqa: E731
+  return dataclasses.replace(
+      r, tokens=r.tokens[idx], seq_mask=r.seq_mask[idx], completion_mask=r.completion_mask[idx],
+      sampler_logp=r.sampler_logp[idx], truncated=r.truncated[idx], rewards=r.rewards[idx],
+      reward_parts={k: v[idx] for k, v in r.reward_parts.items()},
+      texts=pick(r.texts), prompts=pick(r.prompts), answers=pick(r.answers))
+
+
+def sample_groups(sampler, params, tokenizer, reward_set, prompt_texts: Sequence[str],
+                  answers: Sequence[str], cfg: GRPOConfig, rng: jax.Array) -> Rollout:
+  """G completions per prompt from the current policy, decoded and scored on the host."""
+  ids = [tokenizer.encode(p) for p in prompt_texts]
+  out = sampler(params, ids, rng=rng, max_new_tokens=cfg.max_new_tokens,
+                temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k, n=cfg.group_size,
+                eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id)
+  comp = np.asarray(out.completions)
+  cmask = np.asarray(out.completion_mask).astype(np.int32)
+  lengths = cmask.sum(1)
+  texts = [tokenizer.decode([t for t in row[:n] if t != tokenizer.eos_id])
+           for row, n in zip(comp.tolist(), lengths.tolist())]
+  g = cfg.group_size
+  prompts = [p for p in prompt_texts for _ in range(g)]
+  golds = [a for a in answers for _ in range(g)]
+  total, parts, failures = reward_set(prompts, texts, golds, lengths=lengths,
+                                      truncated=np.asarray(out.truncated))
+  tokens = np.concatenate([np.asarray(out.prompt_tokens), comp], axis=1).astype(np.int32)
+  seq_mask = np.concatenate([np.asarray(out.prompt_mask).astype(np.int32), cmask], axis=1)
+  return Rollout(tokens, seq_mask, cmask, np.asarray(out.logprobs, np.float32),
+                 np.asarray(out.truncated, bool), total, parts, failures, texts, prompts, golds)
+
+
+def collect_rollout(sample_fn: Callable[[int, jax.Array], Rollout], num_prompts: int,
+                    cfg: GRPOConfig, rng: jax.Array) -> tuple[Rollout, dict[str, float]]:
+  """Samples one batch; with dynamic sampling, keeps only groups with reward spread and samples
+  more prompts (up to `max_sampling_rounds` rounds) until `num_prompts` groups are collected.
+
+  `sample_fn(round, rng)` samples `num_prompts` fresh prompts x G. Returns the rollout and stats.
+  """
+  g = cfg.group_size
+  first = sample_fn(0, jax.random.fold_in(rng, 0))
+  stats = {"sampling_rounds": 1.0, "kept_group_fraction": 1.0}
+  if not cfg.dynamic_sampling:
+    return first, stats
+  acc = GroupAccumulator(num_prompts, g)
+  seen, parts, r, rnd = 0, [], first, 0
+  while True:
+    parts.append(r)
+    acc.add({"row": np.arange(len(r.rewards)) + seen}, r.rewards)
+    seen += len(r.rewards)
+    rnd += 1
+    if acc.full or rnd >= cfg.max_sampling_rounds:
+      break
+    r = sample_fn(rnd, jax.random.fold_in(rng, rnd))
+  whole = concat_rollouts(parts)
+  taken = acc.take()
+  rows = np.asarray(taken["row"])
+  if len(rows) < num_prompts * g:  # not enough groups with spread: top up with the rest (counted)
+    rest = np.setdiff1d(np.arange(seen), rows)[: num_prompts * g - len(rows)]
+    rows = np.concatenate([rows, rest])
+  stats = {"sampling_rounds": float(rnd), "kept_group_fraction": len(taken["row"]) / (num_prompts * g)}
+  return take_rows(whole, rows), stats
+
+
+def train_on_rollout(state: dict, rollout: Rollout, *, cfg: GRPOConfig, update_fn: Callable,
+                     logprob_fn: Callable, ref_params: Any | None, mesh, rng: jax.Array
+                     ) -> tuple[dict, dict[str, float]]:
+  """Advantages (sharded over the data axes), old/ref log-probs, then mu epochs of minibatch updates."""
+  t0 = time.perf_counter()
+  cmask = rollout.completion_mask.copy()
+  if cfg.mask_truncated:
+    cmask[rollout.truncated] = 0
+  arrays = training.shard_batch({"tokens": rollout.tokens, "seq_mask": rollout.seq_mask,
+                                 "completion_mask": cmask}, mesh)
+  rewards = jax.device_put(rollout.rewards, sharding.batch_sharding(mesh, 1))
+  arrays["advantages"] = adv_lib.sharded_group_advantages(
+      rewards, cfg.group_size, mesh, scale=cfg.advantage_scale, eps=cfg.advantage_eps)
+  single_pass = cfg.num_epochs == 1 and cfg.num_minibatches == 1
+  if cfg.old_logprobs_from_sampler and single_pass:
+    arrays["old_logp"] = training.shard_batch({"x": rollout.sampler_logp}, mesh)["x"]
+  else:
+    arrays["old_logp"] = logprob_fn(state["params"], arrays["tokens"], arrays["seq_mask"])
+  if ref_params is not None and cfg.loss.beta > 0:
+    arrays["ref_logp"] = logprob_fn(ref_params, arrays["tokens"], arrays["seq_mask"])
+  jax.block_until_ready(arrays)
+  t1 = time.perf_counter()
+  n = rollout.tokens.shape[0]
+  if n % cfg.num_minibatches:
+    raise ValueError(f"{n} rollout rows do not split into {cfg.num_minibatches} minibatches")
+  mb = n // cfg.num_minibatches
+  totals = {"num_sequences": jnp.float32(mb), "num_tokens": jnp.maximum(
+      jnp.sum(arrays["completion_mask"]) / cfg.num_minibatches, 1.0).astype(jnp.float32)}
+  history = []
+  for epoch in range(cfg.num_epochs):
+    order = np.asarray(jax.random.permutation(jax.random.fold_in(rng, epoch), n)) \
+        if cfg.num_minibatches > 1 else np.arange(n)
+    for i in range(cfg.num_minibatches):
+      idx = np.sort(order[i * mb:(i + 1) * mb])
+      batch = arrays if cfg.num_minibatches == 1 else training.shard_batch(
+          {k: np.asarray(v)[idx] for k, v in arrays.items()}, mesh)
+      state, metrics = update_fn(state, {**batch, **totals})
+      history.append(metrics)
+  metrics = jax.tree.map(lambda *xs: float(np.mean([np.asarray(x) for x in xs])), *history)
+  metrics["time/logprobs_s"] = t1 - t0
+  metrics["time/update_s"] = time.perf_counter() - t1
+  metrics["advantage_abs_mean"] = float(np.abs(np.asarray(arrays["advantages"])).mean())
+  return state, metrics

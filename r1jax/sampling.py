@@ -1,0 +1,366 @@
+"""Jitted prefill + KV-cache decode, with the per-token log-probs GRPO trains on.
+
+One jitted function per static configuration does everything on device: prefill of the
+left-padded prompts into a KV cache, then a `lax.while_loop` that samples one token per step
+and exits as soon as every row has stopped. The log-probs it returns come from
+`token_logprobs`, the same gather `sequence_logprobs` (the trainer's teacher-forced pass) uses,
+so sampler and trainer cannot disagree beyond float32 rounding.
+
+Row layout: row `i * n + j` is sample j of prompt i. Each row draws from its own key,
+fold_in(fold_in(fold_in(rng, prompt_id), j), step), so a prompt samples the same tokens alone
+or inside any batch, given the same prompt id.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from r1jax import sharding
+from r1jax.models.transformer import CACHE_LOGICAL_AXES, Transformer, init_cache
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplerOutput:
+  """Host arrays; M = num_prompts * n rows, P = longest prompt, N = max_new_tokens."""
+
+  prompt_tokens: np.ndarray  # [M, P] int32, left-padded with pad_id
+  prompt_mask: np.ndarray  # [M, P] bool
+  completions: np.ndarray  # [M, N] int32; the stop token is kept, pad_id after it
+  completion_mask: np.ndarray  # [M, N] bool; True for generated tokens, stop token included
+  logprobs: np.ndarray  # [M, N] float32; log softmax(logits) of the policy (T=1, untruncated)
+  sampling_logprobs: np.ndarray  # [M, N] float32; under the tempered, truncated distribution
+  lengths: np.ndarray  # [M] int32 = completion_mask.sum(1)
+  truncated: np.ndarray  # [M] bool; no stop token within N
+  num_decode_steps: int  # decode-loop iterations run (< N when every row stopped early)
+
+  def sequences(self) -> tuple[np.ndarray, np.ndarray]:
+    """[prompt ; completion] rows for `sequence_logprobs`: tokens [M, P+N], mask [M, P+N]."""
+    return (np.concatenate([self.prompt_tokens, self.completions], 1),
+            np.concatenate([self.prompt_mask, self.completion_mask], 1))
+
+
+def token_logprobs(logits: jax.Array, tokens: jax.Array) -> jax.Array:
+  """log softmax(logits)[tokens] in float32: logits [..., V], tokens [...] -> [...]."""
+  if logits.shape[:-1] != tokens.shape:
+    raise ValueError(f"logits {logits.shape} and tokens {tokens.shape} disagree")
+  x = logits.astype(jnp.float32)
+  picked = jnp.take_along_axis(x, tokens[..., None].astype(jnp.int32), axis=-1)[..., 0]
+  return picked - jax.nn.logsumexp(x, axis=-1)
+
+
+def positions_from_mask(mask: jax.Array) -> jax.Array:
+  """[B, L] positions counting only real tokens, so left padding does not shift RoPE."""
+  return jnp.maximum(jnp.cumsum(mask.astype(jnp.int32), axis=1) - 1, 0)
+
+
+def sequence_logprobs(model: Transformer, params: Any, tokens: jax.Array, mask: jax.Array,
+                      positions: jax.Array | None = None) -> jax.Array:
+  """Teacher-forced log p(tokens[:, t+1] | tokens[:, :t+1]): tokens, mask [B, L] -> [B, L-1].
+
+  `mask` marks real tokens (or holds segment ids for packed rows: attention stays within a
+  non-zero segment; pass `positions` then). Float32, temperature 1: what the sampler returns.
+  """
+  if tokens.shape != mask.shape or tokens.ndim != 2:
+    raise ValueError(f"tokens {tokens.shape} and mask {mask.shape} must both be [B, L]")
+  seg = mask.astype(jnp.int32)
+  if positions is None:
+    positions = positions_from_mask(seg)
+  length = tokens.shape[1]
+  causal = jnp.tril(jnp.ones((length, length), bool))[None]
+  attn = causal & (seg[:, :, None] == seg[:, None, :]) & (seg[:, None, :] != 0)  # [B, L, L]
+  logits = model.apply({"params": params}, tokens, positions=positions, attention_mask=attn)
+  return token_logprobs(logits[:, :-1], tokens[:, 1:])
+
+
+def truncate_logits(logits: jax.Array, top_k: int, top_p: jax.Array | None) -> jax.Array:
+  """Sets logits outside the top-k / nucleus to -inf: [B, V] -> [B, V] float32.
+
+  Nucleus: the smallest set of most likely tokens with probability >= top_p (the top token is
+  always kept). Tokens tied with the last kept logit are kept too.
+  """
+  x = logits.astype(jnp.float32)
+  if top_k:
+    kth = jax.lax.top_k(x, top_k)[0][:, -1:]  # [B, 1]
+    x = jnp.where(x < kth, -jnp.inf, x)
+  if top_p is not None:
+    srt = jnp.sort(x, axis=-1)[:, ::-1]  # [B, V] descending
+    probs = jax.nn.softmax(srt, axis=-1)
+    before = jnp.cumsum(probs, axis=-1) - probs  # probability mass strictly above each token
+    keep = before < top_p
+    keep = keep.at[:, 0].set(True)
+    cutoff = jnp.min(jnp.where(keep, srt, jnp.inf), axis=-1, keepdims=True)  # [B, 1]
+    x = jnp.where(x < cutoff, -jnp.inf, x)
+  return x
+
+
+def sample_tokens(logits: jax.Array, keys: jax.Array, temperature: jax.Array, *, greedy: bool,
+                  top_k: int = 0, top_p: jax.Array | None = None
+                  ) -> tuple[jax.Array, jax.Array]:
+  """One token per row: logits [B, V], keys [B] -> (tokens [B] int32, sampling log-probs [B]).
+
+  Greedy takes the argmax (its sampling log-prob is 0: a point mass). Otherwise the logits are
+  divided by the temperature, truncated (`truncate_logits`) and sampled with each row's key.
+  """
+  if greedy:
+    return jnp.argmax(logits, axis=-1).astype(jnp.int32), jnp.zeros(logits.shape[:1], jnp.float32)
+  x = truncate_logits(logits.astype(jnp.float32) / temperature, top_k, top_p)
+  tokens = jax.vmap(jax.random.categorical)(keys, x).astype(jnp.int32)
+  return tokens, token_logprobs(x, tokens)
+
+
+def row_keys(rng: jax.Array, prompt_ids: jax.Array, sample_ids: jax.Array) -> jax.Array:
+  """[M] keys, one per row, from (rng, prompt id, sample index): batch-invariant streams."""
+  return jax.vmap(lambda p, s: jax.random.fold_in(jax.random.fold_in(rng, p), s))(
+      prompt_ids, sample_ids)
+
+
+def left_pad(prompts: Sequence[Sequence[int]], pad_id: int,
+             length: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+  """Lists of token ids -> left-padded tokens [B, length] int32 and mask [B, length] bool."""
+  longest = max((len(p) for p in prompts), default=0)
+  length = longest if length is None else length
+  if not prompts or any(len(p) == 0 for p in prompts):
+    raise ValueError("every prompt needs at least one token")
+  if longest > length:
+    raise ValueError(f"prompt of {longest} tokens does not fit length {length}")
+  tokens = np.full((len(prompts), length), pad_id, np.int32)
+  mask = np.zeros((len(prompts), length), bool)
+  for i, p in enumerate(prompts):
+    tokens[i, length - len(p):] = p
+    mask[i, length - len(p):] = True
+  return tokens, mask
+
+
+@dataclasses.dataclass(frozen=True)
+class _Static:
+  """Everything that shapes the compiled decode (one compilation each)."""
+  max_new_tokens: int
+  greedy: bool
+  top_k: int
+  use_top_p: bool
+  stop_ids: tuple[int, ...]
+  pad_id: int
+
+
+def _constrain_cache(cache):
+  return [{k: nn.with_logical_constraint(v, CACHE_LOGICAL_AXES) for k, v in layer.items()}
+          for layer in cache]
+
+
+def _generate(params, tokens, mask, rows_valid, prompt_ids, sample_ids, rng, temperature, top_p,
+              *, model: Transformer, st: _Static):
+  """tokens, mask [B, P] (left-padded) -> completions, masks and log-probs [B, N]."""
+  b, p = tokens.shape
+  n_new = st.max_new_tokens
+  s = p + n_new - 1  # cache slots: prompt, then every generated token but the last
+  apply = lambda *a, **k: model.apply({"params": params}, *a, **k)
+  positions = positions_from_mask(mask)  # [B, P]
+  plen = jnp.sum(mask.astype(jnp.int32), axis=1)  # [B]
+  slots = jnp.arange(s)
+  key_valid = jnp.concatenate([mask, jnp.zeros((b, n_new - 1), bool)], axis=1)  # [B, S]
+  cache = _constrain_cache(init_cache(model.config, b, s))
+  if p > 1:  # all but the last prompt token; the loop's first step feeds that one
+    attn = (slots[None, None, :] <= jnp.arange(p - 1)[None, :, None]) & key_valid[:, None, :]
+    _, cache = apply(tokens[:, :-1], positions=positions[:, :-1], attention_mask=attn,
+                     cache=cache, cache_index=0, return_hidden=True)
+  keys = row_keys(rng, prompt_ids, sample_ids)  # [B]
+  stop = jnp.asarray(st.stop_ids, jnp.int32)
+  top_p = top_p if st.use_top_p else None
+
+  def body(carry):
+    t, cache, last, done, out_tok, out_mask, out_lp, out_slp = carry
+    slot = p - 1 + t  # where `last` goes in the cache
+    attn = (key_valid | ((slots >= p) & (slots <= slot)))[:, None, :]  # [B, 1, S]
+    logits, cache = apply(last[:, None], positions=(plen - 1 + t)[:, None],
+                          attention_mask=attn, cache=cache, cache_index=slot)
+    logits = logits[:, 0]  # [B, V]
+    step_keys = jax.vmap(jax.random.fold_in, (0, None))(keys, t)
+    new, slp = sample_tokens(logits, step_keys, temperature, greedy=st.greedy, top_k=st.top_k,
+                             top_p=top_p)
+    lp = token_logprobs(logits, new)
+    new = jnp.where(done, st.pad_id, new)
+    col = lambda buf, v: jax.lax.dynamic_update_slice_in_dim(buf, v[:, None], t, 1)
+    out_tok = col(out_tok, new)
+    out_mask = col(out_mask, ~done)
+    out_lp = col(out_lp, jnp.where(done, 0.0, lp))
+    out_slp = col(out_slp, jnp.where(done, 0.0, slp))
+    done = done | jnp.any(new[:, None] == stop[None, :], axis=1)
+    return t + 1, _constrain_cache(cache), new, done, out_tok, out_mask, out_lp, out_slp
+
+  def cond(carry):
+    t, done = carry[0], carry[3]
+    return (t < n_new) & ~jnp.all(done)
+
+  zeros = jnp.zeros((b, n_new), jnp.float32)
+  init = (jnp.int32(0), cache, tokens[:, -1], ~rows_valid,
+          jnp.full((b, n_new), st.pad_id, jnp.int32), jnp.zeros((b, n_new), bool), zeros, zeros)
+  t, _, _, done, out_tok, out_mask, out_lp, out_slp = jax.lax.while_loop(cond, body, init)
+  return dict(completions=out_tok, completion_mask=out_mask, logprobs=out_lp,
+              sampling_logprobs=out_slp, stopped=done, num_decode_steps=t)
+
+
+class Sampler:
+  """Batched sampling from a `Transformer`, sharded on `mesh` like the model (or one device).
+
+  Prompt length is rounded up to `length_bucket` and the row count to a multiple of the
+  data-parallel size, so a run with varying prompts compiles only a few times.
+  """
+
+  def __init__(self, model: Transformer, mesh: jax.sharding.Mesh | None = None,
+               rules=sharding.DEFAULT_RULES, length_bucket: int = 16):
+    if length_bucket < 1:
+      raise ValueError(f"length_bucket must be >= 1, got {length_bucket}")
+    self.model, self.mesh, self.rules, self.length_bucket = model, mesh, rules, length_bucket
+    self._compiled: dict[_Static, Any] = {}
+    self._param_shardings = None
+    self._dp = 1
+    if mesh is not None:
+      self._param_shardings = sharding.param_shardings(model, mesh, rules)
+      batch_axes = sharding.logical_spec(("activation_batch",), rules)[0] or ()
+      batch_axes = (batch_axes,) if isinstance(batch_axes, str) else batch_axes
+      self._dp = math.prod(mesh.shape[a] for a in batch_axes)
+
+  def __call__(self, params, prompts, *, rng: jax.Array | None = None, max_new_tokens: int,
+               prompt_mask: np.ndarray | None = None, temperature: float = 1.0,
+               top_p: float = 1.0, top_k: int = 0, greedy: bool = False, n: int = 1,
+               eos_id: int | None, pad_id: int, stop_ids: Sequence[int] = (),
+               prompt_ids: Sequence[int] | None = None) -> SamplerOutput:
+    """Samples `n` completions per prompt (lists of ids, or left-padded tokens + `prompt_mask`).
+
+    `eos_id` (None: no EOS) and `stop_ids` end a row; `prompt_ids` (default 0..B-1) seed each
+    prompt's random stream, so equal ids give equal samples whatever the batch.
+    """
+    tokens, mask = self._check_prompts(prompts, prompt_mask, pad_id)
+    vocab = self.model.config.vocab_size
+    if max_new_tokens < 1 or n < 1:
+      raise ValueError(f"max_new_tokens={max_new_tokens} and n={n} must be >= 1")
+    if not greedy and not temperature > 0:
+      raise ValueError(f"temperature must be > 0 (or greedy=True), got {temperature}")
+    if not 0.0 < top_p <= 1.0 or not 0 <= top_k <= vocab:
+      raise ValueError(f"need 0 < top_p <= 1 and 0 <= top_k <= {vocab}: {top_p}, {top_k}")
+    if rng is None and not greedy:
+      raise ValueError("sampling needs an rng (or greedy=True)")
+    stops = tuple(sorted({*stop_ids, *(() if eos_id is None else (eos_id,))}))
+    if any(not 0 <= i < vocab for i in (*stops, pad_id)):
+      raise ValueError(f"stop ids {stops} and pad_id {pad_id} must lie in [0, {vocab})")
+    num_prompts, plen = tokens.shape
+    ids = np.arange(num_prompts) if prompt_ids is None else np.asarray(prompt_ids, np.int32)
+    if ids.shape != (num_prompts,):
+      raise ValueError(f"prompt_ids needs {num_prompts} entries, got shape {ids.shape}")
+    if plen + max_new_tokens > self.model.config.max_seq_len:
+      raise ValueError(f"{plen} prompt + {max_new_tokens} new tokens exceed max_seq_len "
+                       f"{self.model.config.max_seq_len}")
+
+    rows = num_prompts * n
+    rows_pad = -(-rows // self._dp) * self._dp
+    p_pad = -(-plen // self.length_bucket) * self.length_bucket
+    tok = np.full((rows_pad, p_pad), pad_id, np.int32)
+    msk = np.zeros((rows_pad, p_pad), bool)
+    tok[:rows, p_pad - plen:] = np.repeat(tokens, n, axis=0)
+    msk[:rows, p_pad - plen:] = np.repeat(mask, n, axis=0)
+    msk[rows:, -1] = True  # filler rows: one pad token, marked done from the start
+    valid = np.arange(rows_pad) < rows
+    pids = np.zeros(rows_pad, np.int32)
+    pids[:rows] = np.repeat(ids, n)
+    sids = (np.arange(rows_pad) % n).astype(np.int32)
+
+    st = _Static(max_new_tokens, bool(greedy), int(top_k) if not greedy else 0,
+                 bool(top_p < 1.0) and not greedy, stops, int(pad_id))
+    fn = self._compiled.get(st)
+    if fn is None:
+      fn = self._compiled[st] = jax.jit(lambda *a: _generate(*a, model=self.model, st=st))
+    rng = jax.random.key(0) if rng is None else rng
+    args = (tok, msk, valid, pids, sids)
+    scalars = (rng, jnp.float32(temperature), jnp.float32(top_p))
+    if self.mesh is None:
+      out = fn(params, *args, *scalars)
+    else:
+      params = jax.device_put(params, self._param_shardings)
+      args = tuple(jax.device_put(a, sharding.batch_sharding(self.mesh, a.ndim)) for a in args)
+      scalars = jax.device_put(scalars, sharding.replicated(self.mesh))
+      with sharding.mesh_rules(self.mesh, self.rules):
+        out = fn(params, *args, *scalars)
+    out = jax.device_get(out)
+    cmask = out["completion_mask"][:rows]
+    return SamplerOutput(
+        prompt_tokens=tok[:rows, p_pad - plen:], prompt_mask=msk[:rows, p_pad - plen:],
+        completions=out["completions"][:rows], completion_mask=cmask,
+        logprobs=out["logprobs"][:rows], sampling_logprobs=out["sampling_logprobs"][:rows],
+        lengths=cmask.sum(1).astype(np.int32), truncated=~out["stopped"][:rows],
+        num_decode_steps=int(out["num_decode_steps"]))
+
+  def _check_prompts(self, prompts, prompt_mask, pad_id) -> tuple[np.ndarray, np.ndarray]:
+    if isinstance(prompts, (np.ndarray, jax.Array)):
+      tokens = np.asarray(prompts, np.int32)
+      mask = np.ones(tokens.shape, bool) if prompt_mask is None else np.asarray(prompt_mask, bool)
+      if tokens.ndim != 2 or mask.shape != tokens.shape:
+        raise ValueError(f"prompt tokens {tokens.shape} and mask {mask.shape} must be [B, P]")
+      if not mask[:, -1].all() or (np.diff(mask.astype(np.int8), axis=1) < 0).any():
+        raise ValueError("prompts must be left-padded and non-empty: mask 0...0 1...1 per row")
+    else:
+      if prompt_mask is not None:
+        raise ValueError("prompt_mask goes with an array of prompt tokens, not lists")
+      tokens, mask = left_pad(prompts, pad_id)
+    if ((tokens < 0) | (tokens >= self.model.config.vocab_size))[mask].any():
+      raise ValueError(f"prompt token ids must lie in [0, {self.model.config.vocab_size})")
+    return tokens, mask
+
+
+_NAIVE_STEPS: dict[tuple, Any] = {}
+
+
+def naive_generate(model: Transformer, params, prompt_tokens, max_new_tokens: int,
+                   prompt_mask=None, *, rng: jax.Array | None = None, greedy: bool = True,
+                   temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+                   eos_id: int | None = None, pad_id: int = 0,
+                   prompt_ids: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+  """Reference decoder without a cache: each step re-runs the model over the whole buffer.
+
+  prompt_tokens [B, P] left-padded (+ prompt_mask) -> (tokens [B, N] int32, log-probs [B, N]),
+  pad_id / 0 after a row's EOS. The per-step forward on the fixed [B, P+N] buffer is jitted
+  once, so this is the honest full-recompute baseline, and it samples with the same keys as
+  `Sampler` (one sample per prompt).
+  """
+  tokens = np.asarray(prompt_tokens, np.int32)
+  mask = np.ones(tokens.shape, bool) if prompt_mask is None else np.asarray(prompt_mask, bool)
+  b, p = tokens.shape
+  if mask.shape != tokens.shape or tokens.ndim != 2 or not mask[:, -1].all():
+    raise ValueError(f"need left-padded prompt tokens and mask [B, P], got {tokens.shape}")
+  st = _Static(max_new_tokens, greedy, 0 if greedy else top_k, top_p < 1.0 and not greedy,
+               () if eos_id is None else (eos_id,), pad_id)
+  step = _NAIVE_STEPS.get((model, st))
+  if step is None:
+    def step_fn(params, buf, buf_mask, done, keys, t, temperature, top_p):
+      p = buf.shape[1] - st.max_new_tokens
+      lp_all = model.apply({"params": params}, buf, positions=positions_from_mask(buf_mask),
+                           attention_mask=jnp.tril(jnp.ones((buf.shape[1],) * 2, bool))[None]
+                           & buf_mask[:, None, :])
+      logits = jax.lax.dynamic_index_in_dim(lp_all, p - 1 + t, 1, keepdims=False)  # [B, V]
+      new, _ = sample_tokens(logits, jax.vmap(jax.random.fold_in, (0, None))(keys, t),
+                             temperature, greedy=st.greedy, top_k=st.top_k,
+                             top_p=top_p if st.use_top_p else None)
+      lp = jnp.where(done, 0.0, token_logprobs(logits, new))
+      new = jnp.where(done, st.pad_id, new)
+      buf = jax.lax.dynamic_update_slice_in_dim(buf, new[:, None], p + t, 1)
+      buf_mask = jax.lax.dynamic_update_slice_in_dim(buf_mask, ~done[:, None], p + t, 1)
+      stop = jnp.asarray(st.stop_ids, jnp.int32)
+      return buf, buf_mask, done | jnp.any(new[:, None] == stop[None, :], axis=1), lp
+    step = _NAIVE_STEPS[(model, st)] = jax.jit(step_fn, donate_argnums=(1, 2))
+  buf = jnp.asarray(np.pad(tokens, ((0, 0), (0, max_new_tokens)), constant_values=pad_id))
+  buf_mask = jnp.asarray(np.pad(mask, ((0, 0), (0, max_new_tokens))))
+  ids = np.arange(b) if prompt_ids is None else np.asarray(prompt_ids)
+  keys = row_keys(jax.random.key(0) if rng is None else rng, jnp.asarray(ids, jnp.int32),
+                  jnp.zeros(b, jnp.int32))
+  done = jnp.zeros(b, bool)
+  logprobs = []
+  for t in range(max_new_tokens):
+    buf, buf_mask, done, lp = step(params, buf, buf_mask, done, keys, jnp.int32(t),
+                                   jnp.float32(temperature), jnp.float32(top_p))
+    logprobs.append(lp)
+  return np.asarray(buf[:, p:]), np.asarray(jnp.stack(logprobs, axis=1))

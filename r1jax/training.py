@@ -1,0 +1,82 @@
+"""Train state as a plain dict of pytrees, its shardings from `jax.eval_shape`, and a jitted update.
+
+state = {'params', 'opt_state', 'step'}. Shardings come from the params' logical names (optax
+states mirror the params tree, so their boxes carry the same names); nothing is written by hand.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from r1jax import sharding
+
+
+def _sample_tokens(seq_len: int = 8):
+  return jax.ShapeDtypeStruct((1, seq_len), np.int32)
+
+
+def state_shardings(model: nn.Module, tx: optax.GradientTransformation, mesh, rules) -> Any:
+  """NamedShardings for {'params', 'opt_state', 'step'} derived from eval_shape of the init."""
+  def init(rng):
+    params = model.init(rng, jnp.zeros((1, 8), jnp.int32))["params"]
+    return {"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32)}
+  boxed = jax.eval_shape(init, jax.random.key(0))
+  return sharding.logical_shardings(boxed, mesh, rules)
+
+
+def init_state(model: nn.Module, tx, mesh, rules, rng, params=None) -> tuple[dict, Any]:
+  """A fresh state (random init, or given params) placed on its shardings. Returns (state, shardings)."""
+  shardings = state_shardings(model, tx, mesh, rules)
+
+  def make(rng, params):
+    if params is None:
+      params = nn.unbox(model.init(rng, jnp.zeros((1, 8), jnp.int32))["params"])
+    return {"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32)}
+
+  with sharding.mesh_rules(mesh, rules):
+    if params is None:
+      state = jax.jit(lambda r: make(r, None), out_shardings=shardings)(rng)
+    else:
+      params = jax.device_put(params, shardings["params"])
+      state = jax.jit(lambda r, p: make(r, p), out_shardings=shardings)(rng, params)
+  return state, shardings
+
+
+def apply_gradients(state: dict, grads: Any, tx: optax.GradientTransformation) -> tuple[dict, dict]:
+  """One optimizer update; returns the new state and grad/param/update norms."""
+  updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+  params = optax.apply_updates(state["params"], updates)
+  metrics = {"grad_norm": optax.global_norm(grads), "param_norm": optax.global_norm(params),
+             "update_norm": optax.global_norm(updates)}
+  return {"params": params, "opt_state": opt_state, "step": state["step"] + 1}, metrics
+
+
+def jit_update(loss_fn: Callable[[Any, dict], tuple[jax.Array, dict]], tx, mesh, rules,
+               state_shards: Any) -> Callable[[dict, dict], tuple[dict, dict]]:
+  """Jits `state, batch -> state, metrics` for `loss_fn(params, batch) -> (loss, metrics)`.
+
+  The state is donated; batch arrays are sharded over the data axes by the caller.
+  """
+  def step(state, batch):
+    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"], batch)
+    state, norms = apply_gradients(state, grads, tx)
+    return state, {"loss": loss, **metrics, **norms}
+
+  jitted = jax.jit(step, in_shardings=(state_shards, None), out_shardings=(state_shards, None),
+                   donate_argnums=(0,))
+
+  def run(state, batch):
+    with sharding.mesh_rules(mesh, rules):
+      return jitted(state, batch)
+  return run
+
+
+def shard_batch(batch: dict[str, np.ndarray], mesh) -> dict[str, jax.Array]:
+  """Host arrays -> device arrays split along the batch axis over the data axes."""
+  return {k: jax.device_put(v, sharding.batch_sharding(mesh, np.ndim(v))) for k, v in batch.items()}
