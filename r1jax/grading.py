@@ -33,54 +33,54 @@ SOFT_TIMEOUT_S = 5  # math-verify's per-parse / per-comparison limit (whole seco
 
 @dataclasses.dataclass(frozen=True)
 class Verdict:
-    """extracted: the answer string found in the completion (None: none found).
-    correct: it matches the gold answer. parsed: the grader could read it (sympy for math mode)."""
+  """extracted: the answer string found in the completion (None: none found).
+  correct: it matches the gold answer. parsed: the grader could read it (sympy for math mode)."""
 
-    extracted: str | None
-    correct: bool
-    parsed: bool
+  extracted: str | None
+  correct: bool
+  parsed: bool
 
 
 # ----------------------------------------------------------------------------------- extraction
 def _answer_tag(text: str) -> str | None:
-    """Content of the last <answer>...</answer>; None when the last <answer> is never closed."""
-    start = text.rfind("<answer>")
-    if start < 0:
-        return None
-    end = text.find("</answer>", start)
-    return None if end < 0 else text[start + len("<answer>"):end]
+  """Content of the last <answer>...</answer>; None when the last <answer> is never closed."""
+  start = text.rfind("<answer>")
+  if start < 0:
+    return None
+  end = text.find("</answer>", start)
+  return None if end < 0 else text[start + len("<answer>"):end]
 
 
 def _boxed(text: str) -> str | None:
-    """Argument of the last \\boxed{...} (or \\fbox), braces balanced; None when cut off."""
-    start = max(text.rfind("\\boxed"), text.rfind("\\fbox"))
-    if start < 0:
-        return None
-    i = start + (len("\\boxed") if text.startswith("\\boxed", start) else len("\\fbox"))
-    if text.startswith(" ", i) and not text[i:].lstrip().startswith("{"):  # "\boxed 5"
-        return text[i:].split()[0].rstrip("$.") if text[i:].split() else None
-    while i < len(text) and text[i].isspace():
-        i += 1
-    if i >= len(text) or text[i] != "{":
-        return None
-    depth = 0
-    for j in range(i, len(text)):
-        if text[j] == "{" and text[j - 1] != "\\":
-            depth += 1
-        elif text[j] == "}" and text[j - 1] != "\\":
-            depth -= 1
-            if depth == 0:
-                return text[i + 1:j]
+  """Argument of the last \\boxed{...} (or \\fbox), braces balanced; None when cut off."""
+  start = max(text.rfind("\\boxed"), text.rfind("\\fbox"))
+  if start < 0:
     return None
+  i = start + (len("\\boxed") if text.startswith("\\boxed", start) else len("\\fbox"))
+  if text.startswith(" ", i) and not text[i:].lstrip().startswith("{"):  # "\boxed 5"
+    return text[i:].split()[0].rstrip("$.") if text[i:].split() else None
+  while i < len(text) and text[i].isspace():
+    i += 1
+  if i >= len(text) or text[i] != "{":
+    return None
+  depth = 0
+  for j in range(i, len(text)):
+    if text[j] == "{" and text[j - 1] != "\\":
+      depth += 1
+    elif text[j] == "}" and text[j - 1] != "\\":
+      depth -= 1
+      if depth == 0:
+        return text[i + 1:j]
+  return None
 
 
 def _hash(text: str) -> str | None:
-    """GSM8K's gold format: the rest of the line after the last '####'."""
-    idx = text.rfind("####")
-    if idx < 0:
-        return None
-    rest = text[idx + 4:].strip()
-    return rest.splitlines()[0].strip() if rest else None
+  """GSM8K's gold format: the rest of the line after the last '####'."""
+  idx = text.rfind("####")
+  if idx < 0:
+    return None
+  rest = text[idx + 4:].strip()
+  return rest.splitlines()[0].strip() if rest else None
 
 
 # A sign only when it cannot be a binary minus ("16-3" has last number 3, not -3).
@@ -91,29 +91,29 @@ _NUMBER = re.compile(
 
 
 def _last_number(text: str) -> str | None:
-    """Last number in the text (commas as thousands separators and spaces removed; a/b kept)."""
-    last = None
-    for last in _NUMBER.finditer(text):
-        pass
-    return None if last is None else re.sub(r"[,\s]", "", last.group())
+  """Last number in the text (commas as thousands separators and spaces removed; a/b kept)."""
+  last = None
+  for last in _NUMBER.finditer(text):
+    pass
+  return None if last is None else re.sub(r"[,\s]", "", last.group())
 
 
 _EXTRACTORS = {"answer_tag": _answer_tag, "boxed": _boxed, "hash": _hash, "last_number": _last_number}
 
 
 def extract_answer(text: str | None, modes: Sequence[str] | str = ("answer_tag", "boxed")) -> str | None:
-    """Tries the extraction modes in order; returns the first non-empty answer, else None."""
-    modes = (modes,) if isinstance(modes, str) else tuple(modes)
-    unknown = [m for m in modes if m not in _EXTRACTORS]
-    if unknown:
-        raise ValueError(f"unknown extract mode(s) {unknown}; choose from {EXTRACT_MODES}")
-    if not isinstance(text, str) or not text:
-        return None
-    for mode in modes:
-        found = _EXTRACTORS[mode](text)
-        if found is not None and found.strip():
-            return found.strip()
+  """Tries the extraction modes in order; returns the first non-empty answer, else None."""
+  modes = (modes,) if isinstance(modes, str) else tuple(modes)
+  unknown = [m for m in modes if m not in _EXTRACTORS]
+  if unknown:
+    raise ValueError(f"unknown extract mode(s) {unknown}; choose from {EXTRACT_MODES}")
+  if not isinstance(text, str) or not text:
     return None
+  for mode in modes:
+    found = _EXTRACTORS[mode](text)
+    if found is not None and found.strip():
+      return found.strip()
+  return None
 
 
 # ------------------------------------------------------------------------------------ parsing
@@ -124,229 +124,229 @@ _WORD = re.compile(r"[A-Za-z]{2,}")
 
 
 def _clean(answer: str) -> str:
-    """Strips math delimiters, currency signs and a closing full stop."""
-    s = answer.strip()
-    for left, right in _MATH_DELIMS:
-        if len(s) > len(left) + len(right) and s.startswith(left) and s.endswith(right):
-            s = s[len(left):-len(right)].strip()
-            break
-    s = s.replace("\\$", "")
-    s = re.sub(r"\$(?=\s*[-\d.])", "", s)
-    return s.rstrip(".").strip()
+  """Strips math delimiters, currency signs and a closing full stop."""
+  s = answer.strip()
+  for left, right in _MATH_DELIMS:
+    if len(s) > len(left) + len(right) and s.startswith(left) and s.endswith(right):
+      s = s[len(left):-len(right)].strip()
+      break
+  s = s.replace("\\$", "")
+  s = re.sub(r"\$(?=\s*[-\d.])", "", s)
+  return s.rstrip(".").strip()
 
 
 def _is_prose(s: str) -> bool:
-    """True when words remain outside LaTeX commands and \\text{...}: parse as text, not as LaTeX."""
-    return bool(_WORD.search(_LATEX_CMD.sub(" ", _TEXT_ARG.sub(" ", s))))
+  """True when words remain outside LaTeX commands and \\text{...}: parse as text, not as LaTeX."""
+  return bool(_WORD.search(_LATEX_CMD.sub(" ", _TEXT_ARG.sub(" ", s))))
 
 
 def _in_main_thread() -> bool:
-    return threading.current_thread() is threading.main_thread()
+  return threading.current_thread() is threading.main_thread()
 
 
 def _soft_timeout() -> int | None:
-    # math-verify's timeout uses SIGALRM, which Python allows only in the main thread.
-    return SOFT_TIMEOUT_S if _in_main_thread() else None
+  # math-verify's timeout uses SIGALRM, which Python allows only in the main thread.
+  return SOFT_TIMEOUT_S if _in_main_thread() else None
 
 
 @functools.lru_cache(maxsize=16384)
 def _parse_math(answer: str) -> tuple:
-    """math-verify parse of an extracted answer: LaTeX (as if boxed) unless it reads as prose,
-    in which case math-verify looks for the answer inside the text. Returns a tuple of sympy
-    objects and fallback strings; () when nothing could be read."""
-    s = _clean(answer)
-    if not s or len(s) > MAX_ANSWER_CHARS:
-        return ()
-    try:
-        if _is_prose(s):
-            out = math_verify.parse(s, [LatexExtractionConfig(), ExprExtractionConfig()],
-                                    parsing_timeout=_soft_timeout())
-        else:
-            out = math_verify.parse("\\boxed{" + s + "}", [LatexExtractionConfig()],
-                                    parsing_timeout=_soft_timeout())
-            if not any(_is_sympy(x) for x in out):  # e.g. "1/2 + x" typed without LaTeX
-                out = math_verify.parse(s, [ExprExtractionConfig()], parsing_timeout=_soft_timeout())
-    except Exception:  # noqa: BLE001 -- model output must never crash grading
-        log.debug("math parse failed for %r", s, exc_info=True)
-        return ()
-    return tuple(out)
+  """math-verify parse of an extracted answer: LaTeX (as if boxed) unless it reads as prose,
+  in which case math-verify looks for the answer inside the text. Returns a tuple of sympy
+  objects and fallback strings; () when nothing could be read."""
+  s = _clean(answer)
+  if not s or len(s) > MAX_ANSWER_CHARS:
+    return ()
+  try:
+    if _is_prose(s):
+      out = math_verify.parse(s, [LatexExtractionConfig(), ExprExtractionConfig()],
+                              parsing_timeout=_soft_timeout())
+    else:
+      out = math_verify.parse("\\boxed{" + s + "}", [LatexExtractionConfig()],
+                              parsing_timeout=_soft_timeout())
+      if not any(_is_sympy(x) for x in out):  # e.g. "1/2 + x" typed without LaTeX
+        out = math_verify.parse(s, [ExprExtractionConfig()], parsing_timeout=_soft_timeout())
+  except Exception:  # noqa: BLE001 -- model output must never crash grading
+    log.debug("math parse failed for %r", s, exc_info=True)
+    return ()
+  return tuple(out)
 
 
 def _is_sympy(x) -> bool:
-    return not isinstance(x, str)
+  return not isinstance(x, str)
 
 
 def _math_equal(gold: tuple, pred: tuple) -> bool:
-    try:
-        return bool(math_verify.verify(list(gold), list(pred), timeout_seconds=_soft_timeout()))
-    except Exception:  # noqa: BLE001
-        log.debug("math-verify comparison failed", exc_info=True)
-        return False
+  try:
+    return bool(math_verify.verify(list(gold), list(pred), timeout_seconds=_soft_timeout()))
+  except Exception:  # noqa: BLE001
+    log.debug("math-verify comparison failed", exc_info=True)
+    return False
 
 
 def _normalize_exact(s: str) -> str:
-    return " ".join(s.split())
+  return " ".join(s.split())
 
 
 def _check_mode(mode: str) -> None:
-    if mode not in GRADE_MODES:
-        raise ValueError(f"unknown grade mode {mode!r}; choose from {GRADE_MODES}")
+  if mode not in GRADE_MODES:
+    raise ValueError(f"unknown grade mode {mode!r}; choose from {GRADE_MODES}")
 
 
 # ---------------------------------------------------------------------------------- public API
-def grade(completion: str | None, gold: str, *, extract: Sequence[str] | str = ("answer_tag", "boxed"),
-          mode: str = "math") -> Verdict:
-    """Extracts the answer from `completion` (modes tried in order) and compares it with `gold`.
+def grade(completion: str | None, gold: str, *,
+          extract: Sequence[str] | str = ("answer_tag", "boxed"), mode: str = "math") -> Verdict:
+  """Extracts the answer from `completion` (modes tried in order) and compares it with `gold`.
 
-    mode='math': math-verify equivalence; an answer sympy cannot read is unparsable and wrong.
-    mode='exact': whitespace-normalised string equality.
-    """
-    _check_mode(mode)
-    extracted = extract_answer(completion, extract)
-    return Verdict(extracted, *_check(extracted, str(gold), mode))
+  mode='math': math-verify equivalence; an answer sympy cannot read is unparsable and wrong.
+  mode='exact': whitespace-normalised string equality.
+  """
+  _check_mode(mode)
+  extracted = extract_answer(completion, extract)
+  return Verdict(extracted, *_check(extracted, str(gold), mode))
 
 
 def _check(extracted: str | None, gold: str, mode: str) -> tuple[bool, bool]:
-    """(correct, parsed) of an already extracted answer."""
-    if extracted is None or not extracted.strip():
-        return False, False
-    if mode == "exact":
-        return _normalize_exact(extracted) == _normalize_exact(gold), True
-    if not _gold_readable(gold):  # free-text gold: string equality is all we can do
-        return _normalize_exact(_clean(extracted)) == _normalize_exact(_clean(gold)), True
-    pred = _parse_math(extracted)
-    if not any(_is_sympy(x) for x in pred):
-        return False, False
-    return _math_equal(_parse_math(gold), pred), True
+  """(correct, parsed) of an already extracted answer."""
+  if extracted is None or not extracted.strip():
+    return False, False
+  if mode == "exact":
+    return _normalize_exact(extracted) == _normalize_exact(gold), True
+  if not _gold_readable(gold):  # free-text gold: string equality is all we can do
+    return _normalize_exact(_clean(extracted)) == _normalize_exact(_clean(gold)), True
+  pred = _parse_math(extracted)
+  if not any(_is_sympy(x) for x in pred):
+    return False, False
+  return _math_equal(_parse_math(gold), pred), True
 
 
 @functools.lru_cache(maxsize=4096)
 def _gold_readable(gold: str) -> bool:
-    readable = any(_is_sympy(x) for x in _parse_math(gold))
-    if not readable:
-        log.warning("gold answer %r is not readable by math-verify; using exact match", gold)
-    return readable
+  readable = any(_is_sympy(x) for x in _parse_math(gold))
+  if not readable:
+    log.warning("gold answer %r is not readable by math-verify; using exact match", gold)
+  return readable
 
 
 def answers_equal(a: str | None, b: str | None, *, mode: str = "math") -> bool:
-    """The grader's notion of two extracted answers being the same (used by majority vote).
-    Unreadable answers equal nothing, not even themselves."""
-    _check_mode(mode)
-    if a is None or b is None or not a.strip() or not b.strip():
-        return False
-    if mode == "exact":
-        return _normalize_exact(a) == _normalize_exact(b)
-    pa, pb = _parse_math(a), _parse_math(b)
-    if not any(_is_sympy(x) for x in pa) or not any(_is_sympy(x) for x in pb):
-        return False
-    if _normalize_exact(_clean(a)) == _normalize_exact(_clean(b)):
-        return True
-    return _math_equal(pa, pb) or _math_equal(pb, pa)
+  """The grader's notion of two extracted answers being the same (used by majority vote).
+  Unreadable answers equal nothing, not even themselves."""
+  _check_mode(mode)
+  if a is None or b is None or not a.strip() or not b.strip():
+    return False
+  if mode == "exact":
+    return _normalize_exact(a) == _normalize_exact(b)
+  pa, pb = _parse_math(a), _parse_math(b)
+  if not any(_is_sympy(x) for x in pa) or not any(_is_sympy(x) for x in pb):
+    return False
+  if _normalize_exact(_clean(a)) == _normalize_exact(_clean(b)):
+    return True
+  return _math_equal(pa, pb) or _math_equal(pb, pa)
 
 
 def verify(pred: str | None, gold: str, *, mode: str = "math") -> bool:
-    """Is an already extracted answer correct? The RL accuracy reward's check.
+  """Is an already extracted answer correct? The RL accuracy reward's check.
 
-    In the main thread grading runs in-process under math-verify's SIGALRM timeouts; from other
-    threads it goes through a shared `GradingWorker` (hard deadline, no signals needed).
-    """
-    _check_mode(mode)
-    if _in_main_thread():
-        return _check(pred, str(gold), mode)[0]
-    return _shared_worker().verify(pred, str(gold), mode=mode)
+  In the main thread grading runs in-process under math-verify's SIGALRM timeouts; from other
+  threads it goes through a shared `GradingWorker` (hard deadline, no signals needed).
+  """
+  _check_mode(mode)
+  if _in_main_thread():
+    return _check(pred, str(gold), mode)[0]
+  return _shared_worker().verify(pred, str(gold), mode=mode)
 
 
 # --------------------------------------------------------------------------- hard-deadline worker
 def _worker_loop(conn) -> None:
-    """Child process: answers (name, args, kwargs) requests until the pipe closes."""
-    calls = {"grade": grade, "answers_equal": answers_equal, "verify": verify}
-    conn.send("ready")
-    while True:
-        try:
-            name, args, kwargs = conn.recv()
-        except (EOFError, OSError):
-            return
-        try:
-            conn.send((True, calls[name](*args, **kwargs)))
-        except Exception as e:  # noqa: BLE001 -- report, keep serving
-            conn.send((False, repr(e)))
+  """Child process: answers (name, args, kwargs) requests until the pipe closes."""
+  calls = {"grade": grade, "answers_equal": answers_equal, "verify": verify}
+  conn.send("ready")
+  while True:
+    try:
+      name, args, kwargs = conn.recv()
+    except (EOFError, OSError):
+      return
+    try:
+      conn.send((True, calls[name](*args, **kwargs)))
+    except Exception as e:  # noqa: BLE001 -- report, keep serving
+      conn.send((False, repr(e)))
 
 
 class GradingWorker:
-    """Grades in a spawned child process; a call past `timeout_s` kills the child (restarted on the
-    next call) and counts as a wrong, unparsable answer. Thread-safe; calls are serialised."""
+  """Grades in a spawned child process; a call past `timeout_s` kills the child (restarted on the
+  next call) and counts as a wrong, unparsable answer. Thread-safe; calls are serialised."""
 
-    def __init__(self, timeout_s: float = 30.0, startup_timeout_s: float = 300.0):
-        if timeout_s <= 0:
-            raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
-        self.timeout_s = timeout_s
-        self.startup_timeout_s = startup_timeout_s
-        self.num_timeouts = 0
-        self._ctx = multiprocessing.get_context("spawn")  # fork is unsafe once JAX runs threads
-        self._lock = threading.Lock()
-        self._proc = None
-        self._conn = None
+  def __init__(self, timeout_s: float = 30.0, startup_timeout_s: float = 300.0):
+    if timeout_s <= 0:
+      raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
+    self.timeout_s = timeout_s
+    self.startup_timeout_s = startup_timeout_s
+    self.num_timeouts = 0
+    self._ctx = multiprocessing.get_context("spawn")  # fork is unsafe once JAX runs threads
+    self._lock = threading.Lock()
+    self._proc = None
+    self._conn = None
 
-    def _start(self) -> None:
-        parent, child = self._ctx.Pipe()
-        self._proc = self._ctx.Process(target=_worker_loop, args=(child,), daemon=True)
-        self._proc.start()
-        child.close()
-        self._conn = parent
-        if not parent.poll(self.startup_timeout_s) or parent.recv() != "ready":
-            self._stop()
-            raise RuntimeError("grading worker did not start")
+  def _start(self) -> None:
+    parent, child = self._ctx.Pipe()
+    self._proc = self._ctx.Process(target=_worker_loop, args=(child,), daemon=True)
+    self._proc.start()
+    child.close()
+    self._conn = parent
+    if not parent.poll(self.startup_timeout_s) or parent.recv() != "ready":
+      self._stop()
+      raise RuntimeError("grading worker did not start")
 
-    def _stop(self) -> None:
-        if self._proc is not None:
-            self._proc.kill()
-            self._proc.join()
-        if self._conn is not None:
-            self._conn.close()
-        self._proc = self._conn = None
+  def _stop(self) -> None:
+    if self._proc is not None:
+      self._proc.kill()
+      self._proc.join()
+    if self._conn is not None:
+      self._conn.close()
+    self._proc = self._conn = None
 
-    def _call(self, name: str, args: tuple, kwargs: dict, default):
-        with self._lock:
-            if self._proc is None or not self._proc.is_alive():
-                self._stop()
-                self._start()
-            self._conn.send((name, args, kwargs))
-            try:
-                ready = self._conn.poll(self.timeout_s)
-                ok, value = self._conn.recv() if ready else (None, None)
-            except (EOFError, OSError):  # the child died (e.g. out of memory)
-                ready, ok = False, None
-            if not ready or ok is None:
-                self.num_timeouts += 1
-                log.warning("grading call %s timed out after %.1fs; graded wrong", name, self.timeout_s)
-                self._stop()
-                return default
-        if not ok:
-            raise ValueError(value)  # bad arguments, e.g. an unknown mode: the caller's bug
-        return value
+  def _call(self, name: str, args: tuple, kwargs: dict, default):
+    with self._lock:
+      if self._proc is None or not self._proc.is_alive():
+        self._stop()
+        self._start()
+      self._conn.send((name, args, kwargs))
+      try:
+        ready = self._conn.poll(self.timeout_s)
+        ok, value = self._conn.recv() if ready else (None, None)
+      except (EOFError, OSError):  # the child died (e.g. out of memory)
+        ready, ok = False, None
+      if not ready or ok is None:
+        self.num_timeouts += 1
+        log.warning("grading call %s timed out after %.1fs; graded wrong", name, self.timeout_s)
+        self._stop()
+        return default
+    if not ok:
+      raise ValueError(value)  # bad arguments, e.g. an unknown mode: the caller's bug
+    return value
 
-    def grade(self, completion: str | None, gold: str, *, extract: Sequence[str] | str = ("answer_tag", "boxed"),
-              mode: str = "math") -> Verdict:
-        _check_mode(mode)
-        default = Verdict(extract_answer(completion, extract), False, False)
-        return self._call("grade", (completion, gold), {"extract": tuple(extract) if not isinstance(
-            extract, str) else extract, "mode": mode}, default)
+  def grade(self, completion: str | None, gold: str, *,
+            extract: Sequence[str] | str = ("answer_tag", "boxed"), mode: str = "math") -> Verdict:
+    _check_mode(mode)
+    extract = (extract,) if isinstance(extract, str) else tuple(extract)
+    default = Verdict(extract_answer(completion, extract), False, False)
+    return self._call("grade", (completion, gold), {"extract": extract, "mode": mode}, default)
 
-    def answers_equal(self, a: str | None, b: str | None, *, mode: str = "math") -> bool:
-        return self._call("answers_equal", (a, b), {"mode": mode}, False)
+  def answers_equal(self, a: str | None, b: str | None, *, mode: str = "math") -> bool:
+    return self._call("answers_equal", (a, b), {"mode": mode}, False)
 
-    def verify(self, pred: str | None, gold: str, *, mode: str = "math") -> bool:
-        return self._call("verify", (pred, gold), {"mode": mode}, False)
+  def verify(self, pred: str | None, gold: str, *, mode: str = "math") -> bool:
+    return self._call("verify", (pred, gold), {"mode": mode}, False)
 
-    def close(self) -> None:
-        with self._lock:
-            self._stop()
+  def close(self) -> None:
+    with self._lock:
+      self._stop()
 
-    def __enter__(self) -> "GradingWorker":
-        return self
+  def __enter__(self) -> "GradingWorker":
+    return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+  def __exit__(self, *exc) -> None:
+    self.close()
 
 
 _SHARED: GradingWorker | None = None
@@ -354,9 +354,9 @@ _SHARED_LOCK = threading.Lock()
 
 
 def _shared_worker() -> GradingWorker:
-    global _SHARED
-    with _SHARED_LOCK:
-        if _SHARED is None:
-            _SHARED = GradingWorker()
-            atexit.register(_SHARED.close)
-        return _SHARED
+  global _SHARED
+  with _SHARED_LOCK:
+    if _SHARED is None:
+      _SHARED = GradingWorker()
+      atexit.register(_SHARED.close)
+    return _SHARED

@@ -25,188 +25,188 @@ Loader = Callable[..., list[dict]]
 
 
 def _features() -> tfds.features.FeaturesDict:
-    return tfds.features.FeaturesDict({
-        "problem": tfds.features.Text(),  # the question, as given to the model
-        "answer": tfds.features.Text(),  # the gold final answer, as a string
-        "id": tfds.features.Text(),  # stable identifier within the benchmark
-    })
+  return tfds.features.FeaturesDict({
+      "problem": tfds.features.Text(),  # the question, as given to the model
+      "answer": tfds.features.Text(),  # the gold final answer, as a string
+      "id": tfds.features.Text(),  # stable identifier within the benchmark
+  })
 
 
 def _as_text(value: Any) -> str:
-    """JSON scalars as the text they were written as (27.0 stays "27.0"; grading handles 27)."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool) or value is None:
-        raise ValueError(f"expected a string or number, got {value!r}")
-    return json.dumps(value)
+  """JSON scalars as the text they were written as (27.0 stays "27.0"; grading handles 27)."""
+  if isinstance(value, str):
+    return value
+  if isinstance(value, bool) or value is None:
+    raise ValueError(f"expected a string or number, got {value!r}")
+  return json.dumps(value)
 
 
 def _read_jsonl(path) -> Iterator[tuple[int, dict]]:
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f):
-            if line.strip():
-                yield line_no, json.loads(line)
+  with open(path, encoding="utf-8") as f:
+    for line_no, line in enumerate(f):
+      if line.strip():
+        yield line_no, json.loads(line)
 
 
 def gsm8k_gold(solution: str) -> str:
-    """GSM8K's final answer: the text after '####', thousands commas removed ("1,600" -> "1600")."""
-    if "####" not in solution:
-        raise ValueError(f"GSM8K solution without '####': {solution[-80:]!r}")
-    return solution.rsplit("####", 1)[1].strip().replace(",", "")
+  """GSM8K's final answer: the text after '####', thousands commas removed ("1,600" -> "1600")."""
+  if "####" not in solution:
+    raise ValueError(f"GSM8K solution without '####': {solution[-80:]!r}")
+  return solution.rsplit("####", 1)[1].strip().replace(",", "")
 
 
 class _JsonlBenchmark(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-    """A benchmark read from one JSONL file in manual_dir (or downloaded from URL)."""
+  """A benchmark read from one JSONL file in manual_dir (or downloaded from URL)."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Initial release."}
-    FILE_NAME = "test.jsonl"
-    SPLIT = "test"
-    URL: str | None = None
-    HOMEPAGE = ""
+  VERSION = tfds.core.Version("1.0.0")
+  RELEASE_NOTES = {"1.0.0": "Initial release."}
+  FILE_NAME = "test.jsonl"
+  SPLIT = "test"
+  URL: str | None = None
+  HOMEPAGE = ""
 
-    MANUAL_DOWNLOAD_INSTRUCTIONS = "Pass manual_dir=<the folder holding the benchmark's JSONL file>."
+  MANUAL_DOWNLOAD_INSTRUCTIONS = "Pass manual_dir=<the folder holding the benchmark's JSONL file>."
 
-    @tfds.core.utils.classproperty
-    @classmethod
-    def code_path(cls):
-        """No source folder: TFDS 4.9.10 would otherwise import `importlib_resources` (a package
-        it needs only on Python < 3.9) to look for a checksums file these builders do not ship."""
-        return None
+  @tfds.core.utils.classproperty
+  @classmethod
+  def code_path(cls):
+    """No source folder: TFDS 4.9.10 would otherwise import `importlib_resources` (a package
+    it needs only on Python < 3.9) to look for a checksums file these builders do not ship."""
+    return None
 
-    def _info(self) -> tfds.core.DatasetInfo:
-        return tfds.core.DatasetInfo(builder=self, description=self.__doc__, features=_features(),
-                                     homepage=self.HOMEPAGE, disable_shuffling=True)
+  def _info(self) -> tfds.core.DatasetInfo:
+    return tfds.core.DatasetInfo(builder=self, description=self.__doc__, features=_features(),
+                                 homepage=self.HOMEPAGE, disable_shuffling=True)
 
-    def _file_name(self) -> str:
-        return self.FILE_NAME
+  def _file_name(self) -> str:
+    return self.FILE_NAME
 
-    def _split_name(self) -> str:
-        return self.SPLIT
+  def _split_name(self) -> str:
+    return self.SPLIT
 
-    def _source_file(self, dl_manager):
-        try:
-            local = dl_manager.manual_dir / self._file_name()
-        except AssertionError:  # no manual_dir given, or it is missing / empty
-            local = None
-        if local is not None and local.exists():
-            return local
-        if self.URL:
-            return dl_manager.download(self.URL)
-        raise FileNotFoundError(f"{self.name}: no {self._file_name()} in manual_dir. "
-                                f"{self.MANUAL_DOWNLOAD_INSTRUCTIONS}")
+  def _source_file(self, dl_manager):
+    try:
+      local = dl_manager.manual_dir / self._file_name()
+    except AssertionError:  # no manual_dir given, or it is missing / empty
+      local = None
+    if local is not None and local.exists():
+      return local
+    if self.URL:
+      return dl_manager.download(self.URL)
+    raise FileNotFoundError(f"{self.name}: no {self._file_name()} in manual_dir. "
+                            f"{self.MANUAL_DOWNLOAD_INSTRUCTIONS}")
 
-    def _split_generators(self, dl_manager):
-        return {self._split_name(): self._generate_examples(self._source_file(dl_manager))}
+  def _split_generators(self, dl_manager):
+    return {self._split_name(): self._generate_examples(self._source_file(dl_manager))}
 
-    def _generate_examples(self, path):
-        for line_no, row in _read_jsonl(path):
-            record = self._record(line_no, row)
-            yield record["id"], record
+  def _generate_examples(self, path):
+    for line_no, row in _read_jsonl(path):
+      record = self._record(line_no, row)
+      yield record["id"], record
 
-    def _record(self, line_no: int, row: dict) -> dict:
-        raise NotImplementedError
+  def _record(self, line_no: int, row: dict) -> dict:
+    raise NotImplementedError
 
 
 class Gsm8k(_JsonlBenchmark):
-    """GSM8K test set (Cobbe et al., 2021): 1,319 grade-school word problems; gold after '####'."""
+  """GSM8K test set (Cobbe et al., 2021): 1,319 grade-school word problems; gold after '####'."""
 
-    name = "gsm8k"
-    URL = GSM8K_URL
-    HOMEPAGE = "https://github.com/openai/grade-school-math"
+  name = "gsm8k"
+  URL = GSM8K_URL
+  HOMEPAGE = "https://github.com/openai/grade-school-math"
 
-    def _record(self, line_no, row):
-        return {"problem": row["question"], "answer": gsm8k_gold(row["answer"]), "id": str(line_no)}
+  def _record(self, line_no, row):
+    return {"problem": row["question"], "answer": gsm8k_gold(row["answer"]), "id": str(line_no)}
 
 
 class Aime24(_JsonlBenchmark):
-    """AIME 2024 I and II: 30 problems with integer answers 0-999 (as strings, e.g. "025")."""
+  """AIME 2024 I and II: 30 problems with integer answers 0-999 (as strings, e.g. "025")."""
 
-    name = "aime24"
-    HOMEPAGE = "https://artofproblemsolving.com/wiki/index.php/2024_AIME_I"
+  name = "aime24"
+  HOMEPAGE = "https://artofproblemsolving.com/wiki/index.php/2024_AIME_I"
 
-    def _record(self, line_no, row):
-        return {"problem": row["problem"], "answer": _as_text(row["answer"]), "id": _as_text(row["id"])}
+  def _record(self, line_no, row):
+    return {"problem": row["problem"], "answer": _as_text(row["answer"]), "id": _as_text(row["id"])}
 
 
 class Amc23(_JsonlBenchmark):
-    """AMC 2023: 40 problems; answers are numbers written as floats (27.0), kept as given."""
+  """AMC 2023: 40 problems; answers are numbers written as floats (27.0), kept as given."""
 
-    name = "amc23"
-    HOMEPAGE = "https://artofproblemsolving.com/wiki/index.php/2023_AMC_12A"
+  name = "amc23"
+  HOMEPAGE = "https://artofproblemsolving.com/wiki/index.php/2023_AMC_12A"
 
-    def _record(self, line_no, row):
-        return {"problem": row["problem"], "answer": _as_text(row["answer"]), "id": _as_text(row["id"])}
+  def _record(self, line_no, row):
+    return {"problem": row["problem"], "answer": _as_text(row["answer"]), "id": _as_text(row["id"])}
 
 
 @dataclasses.dataclass(eq=False)
 class MathJsonlConfig(tfds.core.BuilderConfig):
-    """Where a generic math JSONL keeps its fields. An empty id_field numbers the lines instead."""
+  """Where a generic math JSONL keeps its fields. An empty id_field numbers the lines instead."""
 
-    problem_field: str = "problem"
-    answer_field: str = "answer"
-    id_field: str = ""
-    file_name: str = "test.jsonl"
-    split: str = "test"
+  problem_field: str = "problem"
+  answer_field: str = "answer"
+  id_field: str = ""
+  file_name: str = "test.jsonl"
+  split: str = "test"
 
 
 class MathJsonl(_JsonlBenchmark):
-    """Any math JSONL file (MATH-500 and the like) with field names from the builder config."""
+  """Any math JSONL file (MATH-500 and the like) with field names from the builder config."""
 
-    name = "math_jsonl"
-    BUILDER_CONFIGS = [MathJsonlConfig(name="default")]
+  name = "math_jsonl"
+  BUILDER_CONFIGS = [MathJsonlConfig(name="default")]
 
-    def _file_name(self) -> str:
-        return self.builder_config.file_name
+  def _file_name(self) -> str:
+    return self.builder_config.file_name
 
-    def _split_name(self) -> str:
-        return self.builder_config.split
+  def _split_name(self) -> str:
+    return self.builder_config.split
 
-    def _record(self, line_no, row):
-        cfg = self.builder_config
-        for field in (cfg.problem_field, cfg.answer_field) + ((cfg.id_field,) if cfg.id_field else ()):
-            if field not in row:
-                raise KeyError(f"line {line_no}: field {field!r} missing (has {sorted(row)})")
-        rid = _as_text(row[cfg.id_field]) if cfg.id_field else str(line_no)
-        return {"problem": _as_text(row[cfg.problem_field]), "answer": _as_text(row[cfg.answer_field]),
-                "id": rid}
+  def _record(self, line_no, row):
+    cfg = self.builder_config
+    for field in (cfg.problem_field, cfg.answer_field) + ((cfg.id_field,) if cfg.id_field else ()):
+      if field not in row:
+        raise KeyError(f"line {line_no}: field {field!r} missing (has {sorted(row)})")
+    rid = _as_text(row[cfg.id_field]) if cfg.id_field else str(line_no)
+    return {"problem": _as_text(row[cfg.problem_field]), "answer": _as_text(row[cfg.answer_field]),
+            "id": rid}
 
 
 def build(builder_cls, *, data_dir: str | os.PathLike | None = None, manual_dir: str | os.PathLike | None = None,
           config: tfds.core.BuilderConfig | str | None = None) -> tfds.core.DatasetBuilder:
-    """Prepares the array_record files (once; later calls reuse them) and returns the builder."""
-    builder = builder_cls(data_dir=data_dir, config=config, file_format=FILE_FORMAT)
-    download_config = tfds.download.DownloadConfig(manual_dir=os.fspath(manual_dir) if manual_dir else None)
-    builder.download_and_prepare(download_config=download_config)
-    return builder
+  """Prepares the array_record files (once; later calls reuse them) and returns the builder."""
+  builder = builder_cls(data_dir=data_dir, config=config, file_format=FILE_FORMAT)
+  download_config = tfds.download.DownloadConfig(manual_dir=os.fspath(manual_dir) if manual_dir else None)
+  builder.download_and_prepare(download_config=download_config)
+  return builder
 
 
 def read_split(builder: tfds.core.DatasetBuilder, split: str = "test") -> list[dict]:
-    """Reads a prepared split with TFDS's TF-free data source; text decoded to str, file order."""
-    source = builder.as_data_source(split=split)
-    return [{k: v.decode("utf-8") if isinstance(v, bytes) else v for k, v in source[i].items()}
-            for i in range(len(source))]
+  """Reads a prepared split with TFDS's TF-free data source; text decoded to str, file order."""
+  source = builder.as_data_source(split=split)
+  return [{k: v.decode("utf-8") if isinstance(v, bytes) else v for k, v in source[i].items()}
+          for i in range(len(source))]
 
 
 def _load_tfds(builder_cls, *, data_dir=None, manual_dir=None, split: str = "test", **options) -> list[dict]:
-    config = None
-    if builder_cls is MathJsonl:
-        # The config name names the prepared files: give each JSONL file its own name.
-        config = MathJsonlConfig(name=options.pop("config_name", "default"), version=MathJsonl.VERSION,
-                                 split=split, **options)
-    elif options:
-        raise TypeError(f"{builder_cls.name} takes no builder options, got {sorted(options)}")
-    return read_split(build(builder_cls, data_dir=data_dir, manual_dir=manual_dir, config=config), split)
+  config = None
+  if builder_cls is MathJsonl:
+    # The config name names the prepared files: give each JSONL file its own name.
+    config = MathJsonlConfig(name=options.pop("config_name", "default"), version=MathJsonl.VERSION,
+                             split=split, **options)
+  elif options:
+    raise TypeError(f"{builder_cls.name} takes no builder options, got {sorted(options)}")
+  return read_split(build(builder_cls, data_dir=data_dir, manual_dir=manual_dir, config=config), split)
 
 
 @dataclasses.dataclass(frozen=True)
 class EvalDefaults:
-    """How a benchmark is evaluated unless the config says otherwise."""
+  """How a benchmark is evaluated unless the config says otherwise."""
 
-    k: int  # samples per problem (pass@1 is averaged over them; cons@k votes among them)
-    max_new_tokens: int  # generation budget per sample
-    extract: tuple[str, ...]  # answer extraction modes, tried in order (see r1jax.grading)
-    grade_mode: str = "math"  # 'math' (math-verify) or 'exact'
+  k: int  # samples per problem (pass@1 is averaged over them; cons@k votes among them)
+  max_new_tokens: int  # generation budget per sample
+  extract: tuple[str, ...]  # answer extraction modes, tried in order (see r1jax.grading)
+  grade_mode: str = "math"  # 'math' (math-verify) or 'exact'
 
 
 BENCHMARKS: dict[str, Loader] = {
@@ -226,20 +226,20 @@ EVAL_DEFAULTS: dict[str, EvalDefaults] = {
 
 
 def register_benchmark(name: str, loader: Loader, defaults: EvalDefaults) -> None:
-    """Adds a benchmark: loader(data_dir=..., manual_dir=..., split=...) -> list of records."""
-    if name in BENCHMARKS and BENCHMARKS[name] is not loader:
-        raise ValueError(f"benchmark {name!r} is already registered")
-    BENCHMARKS[name] = loader
-    EVAL_DEFAULTS[name] = defaults
+  """Adds a benchmark: loader(data_dir=..., manual_dir=..., split=...) -> list of records."""
+  if name in BENCHMARKS and BENCHMARKS[name] is not loader:
+    raise ValueError(f"benchmark {name!r} is already registered")
+  BENCHMARKS[name] = loader
+  EVAL_DEFAULTS[name] = defaults
 
 
 def load_benchmark(name: str, data_dir: str | os.PathLike | None = None,
                    manual_dir: str | os.PathLike | None = None, split: str = "test", **options) -> list[dict]:
-    """Records {'problem', 'answer', 'id'} of a registered benchmark, in file order.
+  """Records {'problem', 'answer', 'id'} of a registered benchmark, in file order.
 
-    data_dir: where TFDS keeps the prepared files (default: TFDS_DATA_DIR or ~/tensorflow_datasets).
-    manual_dir: the folder holding the source JSONL. options: MathJsonl fields (problem_field, ...).
-    """
-    if name not in BENCHMARKS:
-        raise KeyError(f"unknown benchmark {name!r}; registered: {sorted(BENCHMARKS)}")
-    return BENCHMARKS[name](data_dir=data_dir, manual_dir=manual_dir, split=split, **options)
+  data_dir: where TFDS keeps the prepared files (default: TFDS_DATA_DIR or ~/tensorflow_datasets).
+  manual_dir: the folder holding the source JSONL. options: MathJsonl fields (problem_field, ...).
+  """
+  if name not in BENCHMARKS:
+    raise KeyError(f"unknown benchmark {name!r}; registered: {sorted(BENCHMARKS)}")
+  return BENCHMARKS[name](data_dir=data_dir, manual_dir=manual_dir, split=split, **options)

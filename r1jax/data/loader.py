@@ -70,6 +70,12 @@ class PadToLength(grain.transforms.Map):
     return out
 
 
+def _map_all(fn: Any, elements: list) -> list:
+  """Applies a per-record function (or grain Map) to each record of a chunk."""
+  fn = fn.map if isinstance(fn, grain.transforms.Map) else fn
+  return [fn(e) for e in elements]
+
+
 def _select(fields: tuple[str, ...], record: dict) -> dict:
   return {k: record[k] for k in fields}
 
@@ -81,55 +87,82 @@ def _rename_packed(element: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
           "positions": element["inputs_positions"]}
 
 
-def _indexed(source: Any, *, seed: int, shuffle: bool, num_epochs: int | None,
-             shard_index: int, shard_count: int) -> grain.MapDataset:
+class _ReadChunk(grain.transforms.Map):
+  """A chunk of indices -> its records, read in one call: array_record serves a batched read
+  ~6x faster than one record at a time."""
+
+  def __init__(self, source: Any):
+    self.source = source
+
+  def map(self, indices: np.ndarray) -> list[dict]:
+    keys = [int(i) for i in indices]
+    if hasattr(self.source, "__getitems__"):
+      return list(self.source.__getitems__(keys))
+    return [self.source[k] for k in keys]
+
+
+class _Unchunk(grain.experimental.FlatMapTransform):
+  def __init__(self, max_fan_out: int):
+    self.max_fan_out = max_fan_out
+
+  def flat_map(self, element: list) -> list:
+    return element
+
+
+def _chunks(source: Any, chunk: int, *, seed: int, shuffle: bool, num_epochs: int | None,
+            shard_index: int, shard_count: int) -> grain.MapDataset:
+  """Lists of `chunk` records in a seeded order (reshuffled each epoch), this shard only."""
   if not 0 <= shard_index < shard_count:
     raise ValueError(f"shard_index={shard_index} must lie in [0, shard_count={shard_count})")
   if len(source) < shard_count:
     raise ValueError(f"source of {len(source)} records cannot feed {shard_count} shards")
-  ds = grain.MapDataset.source(source)
+  ds = grain.MapDataset.range(len(source))
   if shard_count > 1:
     ds = ds[shard_index::shard_count]
   if shuffle:
     ds = ds.shuffle(seed)
-  return ds.repeat(num_epochs)
+  return ds.repeat(num_epochs).batch(chunk).map(_ReadChunk(source))
 
 
 def lm_dataset(source: Any, tokenizer: Tokenizer, *, seq_len: int, batch_size: int,
                seed: int = 0, shuffle: bool = True, num_epochs: int | None = None,
                pack: bool = True, shard_index: int = 0, shard_count: int = 1,
                prompt_field: str = "prompt", completion_field: str = "completion",
-               num_threads: int = 2) -> grain.IterDataset:
+               read_chunk: int = 64, num_threads: int = 1) -> grain.IterDataset:
   """Batches of next-token rows [batch_size, seq_len] (see the module docstring for the keys).
 
   pack=True fills each row first-fit with whole documents (batch_size bins at a time);
   pack=False puts one document per row. The last, partial batch of a finite run is dropped.
   """
-  ds = _indexed(source, seed=seed, shuffle=shuffle, num_epochs=num_epochs,
-                shard_index=shard_index, shard_count=shard_count)
-  ds = ds.map(TokenizeLM(tokenizer, seq_len, prompt_field, completion_field))
-  read = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=4 * batch_size)
+  tokenize = TokenizeLM(tokenizer, seq_len, prompt_field, completion_field)
+  ds = _chunks(source, read_chunk, seed=seed, shuffle=shuffle, num_epochs=num_epochs,
+               shard_index=shard_index, shard_count=shard_count)
+  ds = ds.map(functools.partial(_map_all, tokenize))
   if not pack:
-    ds = ds.map(PadToLength(seq_len, tokenizer.pad_id))
-    return ds.batch(batch_size, drop_remainder=True).to_iter_dataset(read)
-  lengths = {"inputs": seq_len, "targets": seq_len, "loss_mask": seq_len}
-  padding = {"inputs": tokenizer.pad_id, "targets": tokenizer.pad_id, "loss_mask": 0}
-  packed = grain.experimental.FirstFitPackIterDataset(
-      ds.to_iter_dataset(read), length_struct=lengths, num_packing_bins=batch_size,
-      shuffle_bins=False, padding_struct=padding)
-  return packed.map(_rename_packed).batch(batch_size, drop_remainder=True)
+    ds = ds.map(functools.partial(_map_all, PadToLength(seq_len, tokenizer.pad_id)))
+  ds = grain.experimental.FlatMapIterDataset(
+      ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=4)),
+      _Unchunk(read_chunk))
+  if pack:
+    lengths = {"inputs": seq_len, "targets": seq_len, "loss_mask": seq_len}
+    padding = {"inputs": tokenizer.pad_id, "targets": tokenizer.pad_id, "loss_mask": 0}
+    ds = grain.experimental.FirstFitPackIterDataset(
+        ds, length_struct=lengths, num_packing_bins=batch_size, shuffle_bins=False,
+        padding_struct=padding).map(_rename_packed)
+  return ds.batch(batch_size, drop_remainder=True)
 
 
 def record_dataset(source: Any, *, batch_size: int, seed: int = 0, shuffle: bool = True,
                    num_epochs: int | None = None, shard_index: int = 0, shard_count: int = 1,
-                   fields: Sequence[str] | None = None, drop_remainder: bool = True,
-                   num_threads: int = 2) -> grain.IterDataset:
-  """Batches of decoded records: each element is a list of batch_size dicts of str."""
-  ds = _indexed(source, seed=seed, shuffle=shuffle, num_epochs=num_epochs,
-                shard_index=shard_index, shard_count=shard_count)
-  ds = ds.map(decode_record)
+                   fields: Sequence[str] | None = None, num_threads: int = 1
+                   ) -> grain.IterDataset:
+  """Batches of decoded records: each element is a list of batch_size dicts of str.
+
+  A finite run (num_epochs set) ends with a last batch that may be smaller.
+  """
+  ds = _chunks(source, batch_size, seed=seed, shuffle=shuffle, num_epochs=num_epochs,
+               shard_index=shard_index, shard_count=shard_count)
+  ds = ds.map(functools.partial(_map_all, decode_record))
   if fields is not None:
-    ds = ds.map(functools.partial(_select, tuple(fields)))
-  ds = ds.batch(batch_size, drop_remainder=drop_remainder, batch_fn=list)
-  return ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads,
-                                              prefetch_buffer_size=4 * batch_size))
+    ds = ds.map(functools.partial(_map_all, functools.partial(_select, tuple(fields))))
+  return ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=4))

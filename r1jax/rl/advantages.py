@@ -82,7 +82,7 @@ def sharded_group_advantages(rewards: jax.Array, group_size: int, mesh: Mesh,
 
   def local(r_loc):  # r_loc [N / num_shards]
     r_loc = r_loc.astype(jnp.float32)
-    offset = lax.axis_index(axes[::-1]) * local_n
+    offset = lax.axis_index(axes) * local_n
     gid = (offset + jnp.arange(local_n)) // group_size  # [n_loc] global group id of each row
 
     def group_sum(x):  # [n_loc] -> [num_groups], summed over all shards
