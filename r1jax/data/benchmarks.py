@@ -199,6 +199,16 @@ def _load_tfds(builder_cls, *, data_dir=None, manual_dir=None, split: str = "tes
   return read_split(build(builder_cls, data_dir=data_dir, manual_dir=manual_dir, config=config), split)
 
 
+def _load_toy(*, data_dir=None, manual_dir=None, split: str = "test", **world) -> list[dict]:
+  """The toy world's held-out problems; `world` overrides ToyWorldConfig fields."""
+  from r1jax.data import prompts, toy_tfds, toy_world  # lazy: those modules import this one
+
+  if split != "test" or manual_dir:
+    raise ValueError("the toy held-out set has only split 'test' and is generated, not read")
+  return toy_tfds.load_toy_heldout(data_dir or prompts.default_data_dir(),
+                                   toy_world.ToyWorldConfig(**world))
+
+
 @dataclasses.dataclass(frozen=True)
 class EvalDefaults:
   """How a benchmark is evaluated unless the config says otherwise."""
@@ -207,6 +217,7 @@ class EvalDefaults:
   max_new_tokens: int  # generation budget per sample
   extract: tuple[str, ...]  # answer extraction modes, tried in order (see r1jax.grading)
   grade_mode: str = "math"  # 'math' (math-verify) or 'exact'
+  template: str = "r1_zero"  # prompt template (r1jax.templates): the paper's zero-shot prompt
 
 
 BENCHMARKS: dict[str, Loader] = {
@@ -214,14 +225,19 @@ BENCHMARKS: dict[str, Loader] = {
     "aime24": functools.partial(_load_tfds, Aime24),
     "amc23": functools.partial(_load_tfds, Amc23),
     "math_jsonl": functools.partial(_load_tfds, MathJsonl),
+    "toy": _load_toy,
 }
 
-# R1 samples 64 answers per AIME problem and up to 32,768 tokens (R1_FACTS "Evaluation protocol").
+_MATH = ("answer_tag", "boxed")
+# R1 samples 64 answers per AIME problem, up to 32,768 tokens each (R1_FACTS "Evaluation protocol").
 EVAL_DEFAULTS: dict[str, EvalDefaults] = {
-    "gsm8k": EvalDefaults(k=4, max_new_tokens=8192, extract=("answer_tag", "boxed", "hash", "last_number")),
-    "aime24": EvalDefaults(k=64, max_new_tokens=32768, extract=("answer_tag", "boxed")),
-    "amc23": EvalDefaults(k=16, max_new_tokens=32768, extract=("answer_tag", "boxed")),
-    "math_jsonl": EvalDefaults(k=4, max_new_tokens=32768, extract=("answer_tag", "boxed")),
+    "gsm8k": EvalDefaults(k=4, max_new_tokens=8192, extract=_MATH + ("hash", "last_number")),
+    "aime24": EvalDefaults(k=64, max_new_tokens=32768, extract=_MATH),
+    "amc23": EvalDefaults(k=16, max_new_tokens=32768, extract=_MATH),
+    "math_jsonl": EvalDefaults(k=4, max_new_tokens=32768, extract=_MATH),
+    # The toy world: as the GRPO stage's held-out eval (configs/grpo_zero.py, c.eval).
+    "toy": EvalDefaults(k=4, max_new_tokens=64, extract=("answer_tag",), grade_mode="exact",
+                        template="toy"),
 }
 
 

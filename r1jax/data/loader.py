@@ -1,13 +1,15 @@
 """grain pipelines over random-access sources (TFDS array_record, or any list of dicts).
 
 Two shapes come out:
-- `lm_dataset`: next-token rows for (prompt, completion) training, packed or padded to [B, L]:
-    inputs, targets   int32 [B, L]  targets[t] is the token after inputs[t] in the same document
-    loss_mask         int32 [B, L]  1 where targets[t] is a completion token (or its eos)
-    segment_ids       int32 [B, L]  1, 2, ... per document in the row; 0 is padding
-    positions         int32 [B, L]  position within the document
-  The SFT loss is sum(ce(logits, targets) * loss_mask) / sum(loss_mask); the model builds its
-  attention mask from segment_ids so that packed documents never see each other.
+- `lm_dataset`: rows for next-token training on (prompt, completion) documents, packed or
+  padded to [B, L]:
+    tokens       int32 [B, L]  [bos] prompt completion [eos], document after document
+    loss_mask    int32 [B, L]  1 on completion tokens and their eos (the tokens to predict)
+    segment_ids  int32 [B, L]  1, 2, ... per document in the row; 0 is padding
+    positions    int32 [B, L]  position within the document
+  The loss predicts tokens[:, 1:] from tokens[:, :-1] where loss_mask[:, 1:] is set and both
+  positions share a segment (r1jax.sft.next_token_loss); the model builds its attention mask
+  from segment_ids so that packed documents never see each other.
 - `record_dataset`: batches of decoded records (lists of dicts of str), e.g. RL prompts.
 
 Both shuffle with a seed (a fresh order each epoch), repeat forever when num_epochs is None,
@@ -31,10 +33,10 @@ def decode_record(record: dict) -> dict:
 
 
 class TokenizeLM(grain.transforms.Map):
-  """{prompt, completion} record -> inputs/targets/loss_mask, int32 [n], at most max_len long.
+  """{prompt, completion} record -> tokens/loss_mask, int32 [n], n <= max_len.
 
-  The document is [bos] + prompt + completion + [eos]; the loss covers the completion and eos.
-  Documents longer than max_len + 1 tokens are cut at the end.
+  The document is [bos] + prompt + completion + [eos]; loss_mask marks the completion and eos.
+  Documents longer than max_len tokens are cut at the end.
   """
 
   def __init__(self, tokenizer: Tokenizer, max_len: int, prompt_field: str = "prompt",
@@ -48,26 +50,34 @@ class TokenizeLM(grain.transforms.Map):
     tok = self.tokenizer
     prompt = ([tok.bos_id] if self.add_bos else []) + tok.encode(r[self.prompt_field])
     completion = tok.encode(r[self.completion_field]) + ([tok.eos_id] if self.add_eos else [])
-    ids = np.asarray(prompt + completion, np.int32)[:self.max_len + 1]
-    mask = np.asarray([0] * len(prompt) + [1] * len(completion), np.int32)[:self.max_len + 1]
-    if len(ids) < 2:
-      raise ValueError(f"document of {len(ids)} token(s) has nothing to predict: {r}")
-    return {"inputs": ids[:-1], "targets": ids[1:], "loss_mask": mask[1:]}
+    if not completion:
+      raise ValueError(f"document has no completion tokens to learn: {r}")
+    return {"tokens": np.asarray(prompt + completion, np.int32)[:self.max_len],
+            "loss_mask": np.asarray([0] * len(prompt) + [1] * len(completion),
+                                    np.int32)[:self.max_len]}
 
 
 class PadToLength(grain.transforms.Map):
-  """One document per row: pads inputs/targets/loss_mask to [L], adds segment_ids/positions."""
+  """One document per row: pads tokens/loss_mask to [L], adds segment_ids/positions."""
 
   def __init__(self, seq_len: int, pad_id: int):
     self.seq_len, self.pad_id = seq_len, pad_id
 
   def map(self, element: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    n, pad = len(element["inputs"]), self.seq_len - len(element["inputs"])
-    out = {k: np.pad(element[k], (0, pad), constant_values=self.pad_id if k != "loss_mask" else 0)
-           for k in ("inputs", "targets", "loss_mask")}
-    out["segment_ids"] = (np.arange(self.seq_len) < n).astype(np.int32)
-    out["positions"] = np.where(out["segment_ids"] > 0, np.arange(self.seq_len), 0).astype(np.int32)
-    return out
+    n = len(element["tokens"])
+    pad = self.seq_len - n
+    seg = (np.arange(self.seq_len) < n).astype(np.int32)
+    return {"tokens": np.pad(element["tokens"], (0, pad), constant_values=self.pad_id),
+            "loss_mask": np.pad(element["loss_mask"], (0, pad)),
+            "segment_ids": seg,
+            "positions": (np.arange(self.seq_len) * seg).astype(np.int32)}
+
+
+def _rename_packed(element: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """grain's packer names its outputs <feature>_segment_ids/_positions; keep one copy."""
+  return {"tokens": element["tokens"], "loss_mask": element["loss_mask"],
+          "segment_ids": element["tokens_segment_ids"],
+          "positions": element["tokens_positions"]}
 
 
 def _map_all(fn: Any, elements: list) -> list:
@@ -78,13 +88,6 @@ def _map_all(fn: Any, elements: list) -> list:
 
 def _select(fields: tuple[str, ...], record: dict) -> dict:
   return {k: record[k] for k in fields}
-
-
-def _rename_packed(element: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-  """grain's packer names its outputs <feature>_segment_ids/_positions; keep one copy."""
-  return {"inputs": element["inputs"], "targets": element["targets"],
-          "loss_mask": element["loss_mask"], "segment_ids": element["inputs_segment_ids"],
-          "positions": element["inputs_positions"]}
 
 
 class _ReadChunk(grain.transforms.Map):
@@ -144,8 +147,8 @@ def lm_dataset(source: Any, tokenizer: Tokenizer, *, seq_len: int, batch_size: i
       ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=4)),
       _Unchunk(read_chunk))
   if pack:
-    lengths = {"inputs": seq_len, "targets": seq_len, "loss_mask": seq_len}
-    padding = {"inputs": tokenizer.pad_id, "targets": tokenizer.pad_id, "loss_mask": 0}
+    lengths = {"tokens": seq_len, "loss_mask": seq_len}
+    padding = {"tokens": tokenizer.pad_id, "loss_mask": 0}
     ds = grain.experimental.FirstFitPackIterDataset(
         ds, length_struct=lengths, num_packing_bins=batch_size, shuffle_bins=False,
         padding_struct=padding).map(_rename_packed)

@@ -132,9 +132,18 @@ def prepare_all(data_dir: str, world: toy_world.ToyWorldConfig = toy_world.ToyWo
   return {k: len(data_source(k, data_dir, world)) for k in BUILDERS}
 
 
+def load_records(kind: str, data_dir: str,
+                 world: toy_world.ToyWorldConfig = toy_world.ToyWorldConfig(),
+                 limit: int | None = None) -> list[dict]:
+  """A whole toy data set as [dict of str] in id order (stable across rebuilds); one batched
+  read, ~6x faster than indexing record by record."""
+  src = data_source(kind, data_dir, world)
+  records = sorted(map(decode_record, src.__getitems__(list(range(len(src))))),
+                   key=lambda r: r["id"])
+  return records if limit is None else records[:limit]
+
+
 def load_toy_heldout(data_dir: str, world: toy_world.ToyWorldConfig = toy_world.ToyWorldConfig(),
                      limit: int | None = None) -> list[dict]:
-  """The held-out problems as [{id, problem, answer}] in id order (stable across rebuilds)."""
-  src = data_source("heldout", data_dir, world)
-  records = sorted((decode_record(src[i]) for i in range(len(src))), key=lambda r: r["id"])
-  return records if limit is None else records[:limit]
+  """The held-out problems as [{id, problem, answer}] in id order: a benchmark like any other."""
+  return load_records("heldout", data_dir, world, limit)

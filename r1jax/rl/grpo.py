@@ -160,7 +160,7 @@ def sample_groups(sampler, params, tokenizer, reward_set, prompt_texts: Sequence
   g = cfg.group_size
   prompts = [p for p in prompt_texts for _ in range(g)]
   golds = [a for a in answers for _ in range(g)]
-  total, parts, failures = reward_set(prompts, texts, golds, lengths=lengths,
+  total, parts, failures = reward_set(prompts, texts, golds, completion_lengths=lengths,
                                       truncated=np.asarray(out.truncated))
   tokens = np.concatenate([np.asarray(out.prompt_tokens), comp], axis=1).astype(np.int32)
   seq_mask = np.concatenate([np.asarray(out.prompt_mask).astype(np.int32), cmask], axis=1)
@@ -177,27 +177,24 @@ def collect_rollout(sample_fn: Callable[[int, jax.Array], Rollout], num_prompts:
   """
   g = cfg.group_size
   first = sample_fn(0, jax.random.fold_in(rng, 0))
-  stats = {"sampling_rounds": 1.0, "kept_group_fraction": 1.0}
   if not cfg.dynamic_sampling:
-    return first, stats
-  acc = GroupAccumulator(num_prompts, g)
+    return first, {"sampling_rounds": 1.0}
+  acc = GroupAccumulator(num_prompts, g, max_rounds=cfg.max_sampling_rounds)
   seen, parts, r, rnd = 0, [], first, 0
   while True:
     parts.append(r)
     acc.add({"row": np.arange(len(r.rewards)) + seen}, r.rewards)
     seen += len(r.rewards)
     rnd += 1
-    if acc.full or rnd >= cfg.max_sampling_rounds:
+    if acc.done:
       break
     r = sample_fn(rnd, jax.random.fold_in(rng, rnd))
-  whole = concat_rollouts(parts)
-  taken = acc.take()
-  rows = np.asarray(taken["row"])
-  if len(rows) < num_prompts * g:  # not enough groups with spread: top up with the rest (counted)
-    rest = np.setdiff1d(np.arange(seen), rows)[: num_prompts * g - len(rows)]
-    rows = np.concatenate([rows, rest])
-  stats = {"sampling_rounds": float(rnd), "kept_group_fraction": len(taken["row"]) / (num_prompts * g)}
-  return take_rows(whole, rows), stats
+  taken = acc.take()  # informative groups first, topped up with constant ones at the round cap
+  st = acc.last_stats
+  stats = {"sampling_rounds": float(st["rounds"]),
+           "kept_group_fraction": st["groups_kept"] / num_prompts,
+           "filler_groups": float(st["filler_groups"])}
+  return take_rows(concat_rollouts(parts), np.asarray(taken["row"])), stats
 
 
 def train_on_rollout(state: dict, rollout: Rollout, *, cfg: GRPOConfig, update_fn: Callable,
