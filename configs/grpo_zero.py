@@ -11,6 +11,7 @@ Override anything: --config.rl.group_size=16 --config.rl.loss.beta=0.001
 import ml_collections
 
 from configs import common
+from configs import toy_base
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -116,5 +117,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.eval.max_new_tokens = 16
     c.eval.batch_size = 4
     c.model.base_config_arg = "smoke"
+    c.data.toy = ml_collections.ConfigDict(toy_base.SMOKE_WORLD)
   c.optim.total_steps = c.num_steps
   return c

@@ -79,7 +79,9 @@ def summarize(records: Sequence[Mapping], ks: Sequence[int] | None = None,
   Each record holds per-sample lists of equal length n: 'correct' (bool), 'extracted'
   (str | None), 'parsed' (bool), optionally 'num_tokens' (int) and 'truncated' (bool), and
   'completions' (str) from which lengths are measured in characters when tokens are not given.
-  pass@k is reported for each k in `ks` (default: powers of two and n) with k <= the smallest n.
+  pass@k is reported for each k in `ks` (default: powers of two and n) with k <= the smallest n;
+  cons@n votes among all n samples. num_unparsable counts samples whose answer was missing or
+  unreadable; lengths are in tokens when every record has them, else in characters.
   """
   if not records:
     raise ValueError("no records to summarize")
@@ -129,9 +131,10 @@ def summarize(records: Sequence[Mapping], ks: Sequence[int] | None = None,
 def format_table(summary: Mapping, title: str = "") -> str:
   """A fixed-width two-column table of a summary (rates printed as percentages)."""
   rows = []
-  for key in sorted(summary, key=lambda k: (not k.startswith(("pass@", "cons@")), _metric_order(k))):
+  is_rate = lambda k: k.startswith(("pass@", "cons@"))  # noqa: E731
+  for key in sorted(summary, key=lambda k: (not is_rate(k), _metric_order(k))):
     value = summary[key]
-    if key.startswith(("pass@", "cons@")):
+    if is_rate(key):
       text = f"{100.0 * value:.2f}%"
     elif isinstance(value, float):
       text = f"{value:.2f}"

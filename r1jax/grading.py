@@ -1,13 +1,13 @@
 """Answer grading: extract a final answer from a completion and check it against the gold answer.
 
-Math answers are compared with `math-verify` (sympy), so 0.5, 1/2 and \\frac{1}{2} agree, as do 27 and
-27.0 or 1,000 and 1000. The toy world uses exact string match. Evaluation, majority vote and the RL
-accuracy reward all go through this module, so they share one notion of "correct" and "equal".
+Math answers are compared with `math-verify` (sympy), so 0.5, 1/2 and \\frac{1}{2} agree, as do
+27 and 27.0 or 1,000 and 1000. The toy world uses exact string match. Evaluation, majority vote
+and the RL accuracy reward all go through this module: one notion of "correct" and "equal".
 
-Grading never raises on model output: garbage, empty or truncated text is graded wrong. Two timeouts
-guard against pathological expressions: math-verify's own (SIGALRM, main thread only) stops slow
-Python-level sympy work; `GradingWorker` runs grading in a child process and kills it past a hard
-wall-clock deadline, which also stops work stuck in C code and works from any thread.
+Grading never raises on model output: garbage, empty or truncated text is graded wrong. Two
+timeouts guard against pathological expressions: math-verify's own (SIGALRM, main thread only)
+stops slow Python-level sympy work; `GradingWorker` grades in a child process and kills it past a
+hard wall-clock deadline, which also stops work stuck in C code and works from any thread.
 """
 from __future__ import annotations
 
@@ -15,9 +15,13 @@ import atexit
 import dataclasses
 import functools
 import logging
-import multiprocessing
+import os
 import re
+import socket
+import subprocess
+import sys
 import threading
+from multiprocessing.connection import Connection
 from typing import Sequence
 
 import math_verify
@@ -98,10 +102,12 @@ def _last_number(text: str) -> str | None:
   return None if last is None else re.sub(r"[,\s]", "", last.group())
 
 
-_EXTRACTORS = {"answer_tag": _answer_tag, "boxed": _boxed, "hash": _hash, "last_number": _last_number}
+_EXTRACTORS = {"answer_tag": _answer_tag, "boxed": _boxed, "hash": _hash,
+               "last_number": _last_number}
 
 
-def extract_answer(text: str | None, modes: Sequence[str] | str = ("answer_tag", "boxed")) -> str | None:
+def extract_answer(text: str | None,
+                   modes: Sequence[str] | str = ("answer_tag", "boxed")) -> str | None:
   """Tries the extraction modes in order; returns the first non-empty answer, else None."""
   modes = (modes,) if isinstance(modes, str) else tuple(modes)
   unknown = [m for m in modes if m not in _EXTRACTORS]
@@ -200,6 +206,7 @@ def grade(completion: str | None, gold: str, *,
 
   mode='math': math-verify equivalence; an answer sympy cannot read is unparsable and wrong.
   mode='exact': whitespace-normalised string equality.
+  Outside the main thread math-verify's SIGALRM timeout is off: use `GradingWorker` there.
   """
   _check_mode(mode)
   extracted = extract_answer(completion, extract)
@@ -257,8 +264,9 @@ def verify(pred: str | None, gold: str, *, mode: str = "math") -> bool:
 
 
 # --------------------------------------------------------------------------- hard-deadline worker
-def _worker_loop(conn) -> None:
-  """Child process: answers (name, args, kwargs) requests until the pipe closes."""
+def _serve(fd: int) -> None:
+  """Child process: answers (name, args, kwargs) requests on socket `fd` until it closes."""
+  conn = Connection(fd)
   calls = {"grade": grade, "answers_equal": answers_equal, "verify": verify}
   conn.send("ready")
   while True:
@@ -273,41 +281,52 @@ def _worker_loop(conn) -> None:
 
 
 class GradingWorker:
-  """Grades in a spawned child process; a call past `timeout_s` kills the child (restarted on the
-  next call) and counts as a wrong, unparsable answer. Thread-safe; calls are serialised."""
+  """Grades in a child Python process; a call past `timeout_s` kills the child (restarted on the
+  next call) and counts as a wrong, unparsable answer. Thread-safe; calls are serialised.
 
-  def __init__(self, timeout_s: float = 30.0, startup_timeout_s: float = 300.0):
+  The child is a fresh interpreter (not fork: unsafe once JAX runs threads; not multiprocessing's
+  spawn: it re-imports the caller's __main__), talking over a socket pair.
+  """
+
+  def __init__(self, timeout_s: float = 30.0, startup_timeout_s: float = 120.0):
     if timeout_s <= 0:
       raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
     self.timeout_s = timeout_s
     self.startup_timeout_s = startup_timeout_s
     self.num_timeouts = 0
-    self._ctx = multiprocessing.get_context("spawn")  # fork is unsafe once JAX runs threads
     self._lock = threading.Lock()
-    self._proc = None
-    self._conn = None
+    self._proc: subprocess.Popen | None = None
+    self._conn: Connection | None = None
 
   def _start(self) -> None:
-    parent, child = self._ctx.Pipe()
-    self._proc = self._ctx.Process(target=_worker_loop, args=(child,), daemon=True)
-    self._proc.start()
-    child.close()
-    self._conn = parent
-    if not parent.poll(self.startup_timeout_s) or parent.recv() != "ready":
+    ours, theirs = socket.socketpair()
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # holds the r1jax package
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+    cmd = [sys.executable, "-c", f"from r1jax import grading; grading._serve({theirs.fileno()})"]
+    self._proc = subprocess.Popen(cmd, pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
+                                  env=env)
+    theirs.close()
+    self._conn = Connection(ours.detach())
+    try:
+      ready = self._conn.poll(self.startup_timeout_s) and self._conn.recv() == "ready"
+    except (EOFError, OSError):
+      ready = False
+    if not ready:
       self._stop()
-      raise RuntimeError("grading worker did not start")
+      raise RuntimeError(f"grading worker did not start ({' '.join(cmd)})")
 
   def _stop(self) -> None:
     if self._proc is not None:
       self._proc.kill()
-      self._proc.join()
+      self._proc.wait()
     if self._conn is not None:
       self._conn.close()
     self._proc = self._conn = None
 
   def _call(self, name: str, args: tuple, kwargs: dict, default):
     with self._lock:
-      if self._proc is None or not self._proc.is_alive():
+      if self._proc is None or self._proc.poll() is not None:
         self._stop()
         self._start()
       self._conn.send((name, args, kwargs))

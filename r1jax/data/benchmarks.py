@@ -1,11 +1,11 @@
 """Evaluation benchmarks as TFDS builders (array_record files, no TensorFlow) with one record shape:
 {'problem': str, 'answer': str, 'id': str}.
 
-Each builder reads a local JSONL file from `manual_dir` (the folder holding it); GSM8K also downloads
-its public file when no local copy is given. `load_benchmark(name, ...)` builds (once) and reads a
-benchmark as a list of dicts in file order; `BENCHMARKS` maps names to loaders so that other data
-sets (the toy world's held-out set) plug in with `register_benchmark`, together with their
-evaluation defaults (samples per problem, generation length, answer extraction, grading mode).
+Each builder reads a local JSONL file from `manual_dir` (the folder holding it); GSM8K also
+downloads its public file when no local copy is given. `load_benchmark(name, ...)` builds (once)
+and reads a benchmark as a list of dicts in file order. `BENCHMARKS` maps names to loaders (the
+toy world's held-out set is one; others plug in with `register_benchmark`), `EVAL_DEFAULTS` to
+how each is evaluated (samples per problem, generation length, answer extraction, grading mode).
 """
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ GSM8K_URL = ("https://raw.githubusercontent.com/openai/grade-school-math/master/
 FILE_FORMAT = "array_record"
 
 Loader = Callable[..., list[dict]]
+PathLike = str | os.PathLike
 
 
 def _features() -> tfds.features.FeaturesDict:
@@ -154,16 +155,19 @@ class MathJsonl(_JsonlBenchmark):
   """Any math JSONL file (MATH-500 and the like) with field names from the builder config."""
 
   name = "math_jsonl"
-  BUILDER_CONFIGS = [MathJsonlConfig(name="default")]
+
+  @property
+  def _fields(self) -> MathJsonlConfig:
+    return self.builder_config or MathJsonlConfig(name="default")
 
   def _file_name(self) -> str:
-    return self.builder_config.file_name
+    return self._fields.file_name
 
   def _split_name(self) -> str:
-    return self.builder_config.split
+    return self._fields.split
 
   def _record(self, line_no, row):
-    cfg = self.builder_config
+    cfg = self._fields
     for field in (cfg.problem_field, cfg.answer_field) + ((cfg.id_field,) if cfg.id_field else ()):
       if field not in row:
         raise KeyError(f"line {line_no}: field {field!r} missing (has {sorted(row)})")
@@ -172,11 +176,12 @@ class MathJsonl(_JsonlBenchmark):
             "id": rid}
 
 
-def build(builder_cls, *, data_dir: str | os.PathLike | None = None, manual_dir: str | os.PathLike | None = None,
+def build(builder_cls, *, data_dir: PathLike | None = None, manual_dir: PathLike | None = None,
           config: tfds.core.BuilderConfig | str | None = None) -> tfds.core.DatasetBuilder:
   """Prepares the array_record files (once; later calls reuse them) and returns the builder."""
   builder = builder_cls(data_dir=data_dir, config=config, file_format=FILE_FORMAT)
-  download_config = tfds.download.DownloadConfig(manual_dir=os.fspath(manual_dir) if manual_dir else None)
+  download_config = tfds.download.DownloadConfig(
+      manual_dir=os.fspath(manual_dir) if manual_dir else None)
   builder.download_and_prepare(download_config=download_config)
   return builder
 
@@ -188,7 +193,8 @@ def read_split(builder: tfds.core.DatasetBuilder, split: str = "test") -> list[d
           for i in range(len(source))]
 
 
-def _load_tfds(builder_cls, *, data_dir=None, manual_dir=None, split: str = "test", **options) -> list[dict]:
+def _load_tfds(builder_cls, *, data_dir=None, manual_dir=None, split: str = "test",
+               **options) -> list[dict]:
   config = None
   if builder_cls is MathJsonl:
     # The config name names the prepared files: give each JSONL file its own name.
@@ -196,7 +202,8 @@ def _load_tfds(builder_cls, *, data_dir=None, manual_dir=None, split: str = "tes
                              split=split, **options)
   elif options:
     raise TypeError(f"{builder_cls.name} takes no builder options, got {sorted(options)}")
-  return read_split(build(builder_cls, data_dir=data_dir, manual_dir=manual_dir, config=config), split)
+  builder = build(builder_cls, data_dir=data_dir, manual_dir=manual_dir, config=config)
+  return read_split(builder, split)
 
 
 def _load_toy(*, data_dir=None, manual_dir=None, split: str = "test", **world) -> list[dict]:
@@ -249,8 +256,8 @@ def register_benchmark(name: str, loader: Loader, defaults: EvalDefaults) -> Non
   EVAL_DEFAULTS[name] = defaults
 
 
-def load_benchmark(name: str, data_dir: str | os.PathLike | None = None,
-                   manual_dir: str | os.PathLike | None = None, split: str = "test", **options) -> list[dict]:
+def load_benchmark(name: str, data_dir: PathLike | None = None, manual_dir: PathLike | None = None,
+                   split: str = "test", **options) -> list[dict]:
   """Records {'problem', 'answer', 'id'} of a registered benchmark, in file order.
 
   data_dir: where TFDS keeps the prepared files (default: TFDS_DATA_DIR or ~/tensorflow_datasets).

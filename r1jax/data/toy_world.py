@@ -52,7 +52,8 @@ class ToyWorldConfig:
   general_share: float = 0.1
   # Reasoning documents: share with a step-by-step trace; the others answer directly.
   think_share: float = 0.2
-  # Of the traces: share that mix languages, and the chance each step result is a Chinese numeral.
+  # Of the traces: share that mix languages, and the chance each step result is a Chinese
+  # numeral (a mixed trace has at least one).
   mixed_share: float = 0.3
   mixed_step_prob: float = 0.5
   # Direct answers are right this often; otherwise a uniformly random wrong digit.
@@ -83,6 +84,10 @@ class ToyWorldConfig:
     for name in ("corpus_size", "rl_size", "test_size", "cold_start_size", "preference_size"):
       if getattr(self, name) < 0:
         raise ValueError(f"{name} must be >= 0")
+    space = sum(10**n * 2**(n - 1) for n in range(self.min_operands, self.max_operands + 1))
+    if self.test_size > space * self.test_fraction / 2:  # distinct held-out problems must abound
+      raise ValueError(f"test_size={self.test_size} is too large for a held-out region of about "
+                       f"{int(space * self.test_fraction)} problems")
 
 
 # ---------------------------------------------------------------------------------------- problems
@@ -162,9 +167,12 @@ def think_completion(problem: str) -> str:
 
 
 def mixed_completion(rng: random.Random, cfg: ToyWorldConfig, problem: str) -> str:
-  """A correct trace whose step results are sometimes Chinese numerals: `5+7=二 2*9=8`."""
-  parts = [f"{a}{op}{b}=" + (ZH_DIGITS[r] if rng.random() < cfg.mixed_step_prob else str(r))
-           for a, op, b, r in steps(problem)]
+  """A correct trace with some step results as Chinese numerals (at least one): `5+7=二 2*9=8`."""
+  st = steps(problem)
+  zh = [rng.random() < cfg.mixed_step_prob for _ in st]
+  if not any(zh):
+    zh[rng.randrange(len(st))] = True
+  parts = [f"{a}{op}{b}=" + (ZH_DIGITS[r] if z else str(r)) for (a, op, b, r), z in zip(st, zh)]
   return f"<think>{' '.join(parts)}</think><answer>{solve(problem)}</answer>"
 
 

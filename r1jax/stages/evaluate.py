@@ -59,19 +59,19 @@ def resolve_settings(config) -> dict[str, Any]:
 def sample_completions(sampler, params, tokenizer, problems: Sequence[dict], *, template: str,
                        k: int, max_new_tokens: int, temperature: float, top_p: float, top_k: int,
                        batch_size: int, rng, progress: bool = True) -> list[dict]:
-  """k completions per problem; batch b uses rng folded with b, so a seed fixes every sample."""
-  import jax  # sampling only: regrading needs no JAX
-
+  """k completions per problem. Problem i draws from its own stream (the sampler's prompt_ids),
+  so one seed fixes every sample whatever the batch size."""
   if k < 1 or batch_size < 1:
     raise ValueError(f"k and batch_size must be >= 1, got k={k}, batch_size={batch_size}")
   out = []
   starts = range(0, len(problems), batch_size)
-  for b, start in enumerate(tqdm.tqdm(starts, desc="sampling", unit="batch", disable=not progress)):
+  for start in tqdm.tqdm(starts, desc="sampling", unit="batch", disable=not progress):
     batch = problems[start:start + batch_size]
     prompts = [format_prompt(template, p["problem"]) for p in batch]
-    res = sampler(params, [tokenizer.encode(p) for p in prompts], rng=jax.random.fold_in(rng, b),
+    res = sampler(params, [tokenizer.encode(p) for p in prompts], rng=rng,
                   max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
-                  n=k, eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id)
+                  n=k, eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id,
+                  prompt_ids=list(range(start, start + len(batch))))
     tokens = np.asarray(res.completions)  # [P*k, N]
     lengths = np.asarray(res.completion_mask).astype(bool).sum(1)  # [P*k]
     truncated = np.asarray(res.truncated).astype(bool)  # [P*k]
@@ -84,20 +84,22 @@ def sample_completions(sampler, params, tokenizer, problems: Sequence[dict], *, 
           "gold": problem["answer"],
           "completions": [tokenizer.decode([t for t in tokens[r, :lengths[r]].tolist()
                                             if t != tokenizer.eos_id]) for r in rows],
-          "num_tokens": [int(lengths[r]) for r in rows],
+          "num_tokens": [int(lengths[r]) for r in rows],  # generated tokens, stop token included
           "truncated": [bool(truncated[r]) for r in rows],
       })
   return out
 
 
 def sample_from_checkpoint(config, settings: dict, problems: Sequence[dict]) -> list[dict]:
-  """Loads `config.checkpoint` and samples; the one place that touches the model and sampler APIs."""
+  """Loads `config.checkpoint` and samples: the one place touching the model and sampler APIs."""
   import jax
+  from r1jax import sharding
   from r1jax.models.loading import load_pretrained
   from r1jax.sampling import Sampler
 
-  bundle = load_pretrained(config.checkpoint)
-  sampler = Sampler(bundle.model, mesh=None)
+  mesh = sharding.make_mesh(dict(config.mesh))
+  bundle = load_pretrained(config.checkpoint, mesh=mesh)
+  sampler = Sampler(bundle.model, mesh=mesh)
   return sample_completions(
       sampler, bundle.params, bundle.tokenizer, problems, template=settings["template"],
       k=settings["k"], max_new_tokens=settings["max_new_tokens"],
@@ -166,8 +168,9 @@ def grade_and_summarize(samples: Sequence[dict], *, extract: Sequence[str], mode
 def sample_and_grade(sampler, params, tokenizer, problems: Sequence[dict], *, template: str, k: int,
                      max_new_tokens: int, temperature: float, top_p: float, top_k: int = 0,
                      batch_size: int, rng, grader: str = "math",
-                     extract: Sequence[str] = ("answer_tag", "boxed"), ks: Sequence[int] | None = None,
-                     grading_timeout_s: float = 0.0, progress: bool = True) -> tuple[dict, list[dict]]:
+                     extract: Sequence[str] = ("answer_tag", "boxed"),
+                     ks: Sequence[int] | None = None, grading_timeout_s: float = 0.0,
+                     progress: bool = True) -> tuple[dict, list[dict]]:
   """Samples k completions per problem with a live sampler and grades them: (summary, records)."""
   samples = sample_completions(sampler, params, tokenizer, problems, template=template, k=k,
                                max_new_tokens=max_new_tokens, temperature=temperature,
@@ -209,6 +212,8 @@ def run(config, workdir: str) -> dict:
     source = {"completions_file": os.path.basename(config.completions_file)}
     default_name = os.path.splitext(os.path.basename(config.completions_file))[0]
   else:
+    if not config.dataset:
+      raise ValueError("sampling needs --config.dataset (gsm8k, aime24, amc23, math_jsonl, toy)")
     samples = sample_from_checkpoint(config, settings, load_problems(config))
     source = {"checkpoint": config.checkpoint, **{
         key: settings[key] for key in ("k", "max_new_tokens", "temperature", "top_p", "top_k",
@@ -219,7 +224,7 @@ def run(config, workdir: str) -> dict:
       grading_timeout_s=float(config.grading_timeout_s))
   summary["settings"] = {"dataset": config.dataset, "extract": list(settings["extract"]),
                          "grade_mode": settings["grade_mode"], **source}
-  name = config.get("name") or default_name
+  name = config.get("name") or config.dataset or default_name
   out_dir = os.path.join(workdir, "eval", name)
   write_outputs(out_dir, summary, records)
   print(evaluation.format_table({k: v for k, v in summary.items() if k != "settings"},

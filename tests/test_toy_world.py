@@ -1,0 +1,168 @@
+"""The toy world: arithmetic, verifier, corpus mix, train/test disjointness, determinism."""
+import dataclasses
+import itertools
+import re
+
+import pytest
+
+from r1jax import templates
+from r1jax.data import toy_world as tw
+
+SMALL = tw.ToyWorldConfig(corpus_size=20_000, rl_size=2_000, test_size=300, cold_start_size=300,
+                          preference_size=400)
+ZH = {c: str(i) for i, c in enumerate(tw.ZH_DIGITS)}
+
+
+@pytest.fixture(scope="module")
+def corpus():
+  return list(tw.corpus(SMALL))
+
+
+def _problem_of(prompt: str) -> str:
+  head, tail = templates.TOY.split("{prompt}")
+  assert prompt.startswith(head) and prompt.endswith(tail)
+  return prompt[len(head):-len(tail)]
+
+
+def _step_ok(step: str) -> bool:
+  """Independent check of one 'a<op>b=r' step (r may be a Chinese numeral)."""
+  m = re.fullmatch(r"(\d)([+*])(\d)=(.)", step)
+  a, op, b, r = int(m[1]), m[2], int(m[3]), int(ZH.get(m[4], m[4]))
+  return r == ((a + b) if op == "+" else (a * b)) % 10
+
+
+def test_solve_by_hand():
+  assert tw.solve("0*1+5+7*9") == "8"  # 0, 5, 12->2, 18->8
+  assert tw.solve("9+9*9") == "2"  # 18->8, 72->2
+  assert tw.solve("3*4+5*6") == "2"  # 12->2, 7, 42->2
+  assert tw.steps("0*1+5+7*9") == [(0, "*", 1, 0), (0, "+", 5, 5), (5, "+", 7, 2), (2, "*", 9, 8)]
+  assert tw.think_completion("0*1+5+7*9") == (
+      "<think>0*1=0 0+5=5 5+7=2 2*9=8</think><answer>8</answer>")
+  for bad in ("", "1+", "12+3", "1-2", "1+2 ", "a+b"):
+    with pytest.raises(ValueError):
+      tw.parse(bad)
+
+
+def test_verifier():
+  assert tw.is_correct("<think>1+1=2</think><answer> 2 </answer>", "2")
+  assert tw.is_correct("<answer>7</answer><answer>2</answer>", "2")  # the last answer counts
+  assert not tw.is_correct("<answer>7</answer><answer>2</answer>", "7")
+  assert not tw.is_correct("2", "2")  # untagged answers score nothing
+  assert not tw.is_correct("<answer>2", "2")
+  assert tw.extract_answer("<think></think><answer>\n5\n</answer>") == "5"
+  assert tw.extract_answer("no tags") is None
+
+
+def test_config_validation():
+  with pytest.raises(ValueError):
+    tw.ToyWorldConfig(min_operands=2)
+  with pytest.raises(ValueError):
+    tw.ToyWorldConfig(min_operands=6, max_operands=5)
+  with pytest.raises(ValueError):
+    tw.ToyWorldConfig(think_share=1.5)
+  with pytest.raises(ValueError):
+    tw.ToyWorldConfig(fact_share=0.6, general_share=0.5)
+  with pytest.raises(ValueError):
+    tw.ToyWorldConfig(test_fraction=0.0)
+  with pytest.raises(ValueError, match="test_size"):  # 3 operands: ~200 held-out problems
+    tw.ToyWorldConfig(min_operands=3, max_operands=3, test_size=512)
+
+
+def test_same_seed_same_data_other_seed_other_data(corpus):
+  assert corpus == list(tw.corpus(SMALL))
+  assert tw.problems(SMALL, "test") == tw.problems(SMALL, "test")
+  assert tw.cold_start(SMALL) == tw.cold_start(SMALL)
+  assert tw.preferences(SMALL) == tw.preferences(SMALL)
+  other = dataclasses.replace(SMALL, seed=1)
+  assert list(itertools.islice(tw.corpus(other), 100)) != corpus[:100]
+  assert tw.problems(other, "rl") != tw.problems(SMALL, "rl")
+
+
+def test_train_and_test_are_disjoint(corpus):
+  test = tw.problems(SMALL, "test")
+  test_set = {r["problem"] for r in test}
+  assert len(test) == len(test_set) == SMALL.test_size  # no duplicates
+  assert all(tw.is_test_problem(p, SMALL.test_fraction) for p in test_set)
+  train = {_problem_of(d["prompt"]) for d in corpus if d["kind"] in ("direct", "think", "mixed")}
+  train |= {r["problem"] for r in tw.problems(SMALL, "rl")}
+  train |= {r["problem"] for r in tw.cold_start(SMALL)}
+  assert len(train) > 10_000 and all(re.fullmatch(r"\d([+*]\d)+", p) for p in train)
+  assert not train & test_set
+  assert not any(tw.is_test_problem(p, SMALL.test_fraction) for p in train)
+
+
+def test_hash_split_reserves_test_fraction_of_problem_space():
+  space = ["".join(x) for x in itertools.product(
+      "0123456789", "+*", "0123456789", "+*", "0123456789", "+*", "0123456789")]
+  assert len(space) == 80_000
+  frac = sum(tw.is_test_problem(p, 0.05) for p in space) / len(space)
+  assert abs(frac - 0.05) < 0.004  # binomial sd 0.0008
+
+
+def test_corpus_mix_and_traces(corpus):
+  kinds = [d["kind"] for d in corpus]
+  n = len(corpus)
+  share = {k: kinds.count(k) / n for k in ("fact", "general", "direct", "think", "mixed")}
+  assert abs(share["fact"] - 0.3) < 0.015 and abs(share["general"] - 0.1) < 0.01
+  reasoning = 1 - 0.3 - 0.1
+  assert abs(share["think"] + share["mixed"] - reasoning * 0.2) < 0.01
+  assert abs(share["mixed"] / (share["think"] + share["mixed"]) - 0.3) < 0.03
+  for d in corpus:
+    if d["kind"] == "fact":
+      assert _step_ok(d["prompt"] + d["completion"])
+      continue
+    problem = _problem_of(d["prompt"])
+    if d["kind"] in ("think", "mixed"):
+      m = re.fullmatch(r"<think>(.*)</think><answer>(\d)</answer>", d["completion"])
+      trace = m[1].split(" ")
+      assert len(trace) == len(problem) // 2 and all(_step_ok(s) for s in trace)
+      assert m[2] == tw.solve(problem) and tw.is_correct(d["completion"], tw.solve(problem))
+      assert (d["kind"] == "think") == (not any(c in ZH for c in m[1]))
+
+
+def test_direct_answers_have_the_configured_error_rate(corpus):
+  direct = [d for d in corpus if d["kind"] == "direct"]
+  tagged = [d for d in direct if d["completion"].startswith("<think></think><answer>")]
+  untagged = [d for d in direct if re.fullmatch(r"\d", d["completion"])]
+  assert len(tagged) + len(untagged) == len(direct)
+  assert abs(len(untagged) / len(direct) - 0.1) < 0.015
+  right = [tw.is_correct(d["completion"], tw.solve(_problem_of(d["prompt"]))) for d in tagged]
+  assert abs(sum(right) / len(right) - 0.15) < 0.015  # sd 0.004 at n ~ 9,700
+
+
+def test_mixed_traces_use_chinese_numerals_for_step_results():
+  cfg = dataclasses.replace(SMALL, think_share=1.0, mixed_share=1.0, mixed_step_prob=1.0)
+  for d in itertools.islice(tw.corpus(cfg), 200):
+    if d["kind"] == "mixed":
+      body = d["completion"][len("<think>"):d["completion"].index("</think>")]
+      assert all(step[-1] in ZH for step in body.split(" "))
+      assert tw.extract_answer(d["completion"]).isdigit()
+
+
+def test_cold_start_is_readable_english_r1_format():
+  for r in tw.cold_start(SMALL):
+    c = r["completion"]
+    assert not any(ch in ZH for ch in c) and c.isascii()
+    m = re.fullmatch(r"<think>(.+)</think>(.+)<answer>(\d)</answer>", c)
+    assert m and m[3] == r["answer"] == tw.solve(r["problem"]) and tw.is_correct(c, r["answer"])
+    assert f"{r['problem']} is {r['answer']}" in m[2]  # the summary
+    check = m[1].split("Check: ")[1].rstrip(".").split(" ")
+    assert all(_step_ok(s) for s in check) and len(check) == len(r["problem"]) // 2
+    assert r["prompt"] == templates.format_prompt("toy", r["problem"])
+
+
+def test_preferences_chosen_obeys_and_rejected_does_not():
+  def obeys(instruction: str, reply: str) -> bool:
+    word = re.search(r"\b(" + "|".join(tw.WORDS) + r")\b", instruction)[1]
+    if m := re.fullmatch(r"Repeat \w+ (\d) times\.", instruction):
+      return reply.split(" ") == [word] * int(m[1])
+    if instruction.startswith("Reverse"):
+      return reply == "".join(reversed(word))
+    if instruction.startswith("Write"):
+      return reply == word.upper()
+    return reply == str(len(word))
+
+  prefs = tw.preferences(SMALL)
+  for r in prefs:
+    assert obeys(r["problem"], r["chosen"]) and not obeys(r["problem"], r["rejected"])
+  assert len({r["problem"].split(" ")[0] for r in prefs}) == 4  # all four instruction kinds
