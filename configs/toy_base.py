@@ -69,7 +69,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   if arg.smoke:
     c.data.toy = ml_collections.ConfigDict(SMOKE_WORLD)
-    c.tokenizer.vocab_size = 300
     c.model.overrides = ml_collections.ConfigDict({"d_model": 32, "num_layers": 1, "num_heads": 2,
                                                    "num_kv_heads": 2, "mlp_dim": 64})
     c.train.num_steps = 3

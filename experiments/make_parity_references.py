@@ -25,10 +25,11 @@ import torch
 
 SAMPLE_TEXTS = [
     "Hello, world! The quick brown fox jumps over the lazy dog.",
-    "Natalia sold clips to 48 of her friends in April; 3.14159 * 2,718 = 8539.84 (approx.) 1234567890",
+    "Natalia sold clips to 48 of her friends; 3.14159 * 2,718 = 8539.84 (approx.) 1234567890",
     "tabs\tand    runs   of  spaces\n\n\nnewlines  \n  trailing   ",
     "中文测试：我们今天学习数学，答案是四十二。",
     "emoji 😀🎉👍🏽 and mixed 日本語 text, café naïve résumé",
+    "decomposed cafe\u0301 vs composed caf\u00e9",
     "<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n<think>\n2+2=4\n</think>",
     "  leading spaces, `code = f(x) ** 2` and {\"json\": [1, 2]}",
     "",
@@ -42,6 +43,11 @@ CHATS = [
 ]
 SMOLLM2_PROMPT = [{"role": "user", "content": "Explain in two sentences why the sky is blue."}]
 
+# The published pre-tokenizer patterns of Llama 3 (tiktoken cl100k-style) and Qwen2.
+LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
+                r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
+               r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
 TINY_CONFIGS = {
     "tiny_llama3": dict(
         kind="llama", vocab_size=320, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
@@ -51,6 +57,7 @@ TINY_CONFIGS = {
         rope_parameters=dict(rope_type="llama3", rope_theta=10_000.0, factor=8.0,
                              low_freq_factor=1.0, high_freq_factor=4.0,
                              original_max_position_embeddings=128),
+        split_regex=LLAMA3_SPLIT, nfc=False,
         special=["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>",
                  "<|end_header_id|>", "<|eot_id|>"],
         tokens=dict(bos_token="<|begin_of_text|>", eos_token="<|eot_id|>",
@@ -65,6 +72,7 @@ TINY_CONFIGS = {
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
         rms_norm_eps=1e-6, tie_word_embeddings=True,
         rope_parameters=dict(rope_type="default", rope_theta=1_000_000.0),
+        split_regex=QWEN2_SPLIT, nfc=True,
         special=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
         tokens=dict(eos_token="<|im_end|>", pad_token="<|endoftext|>"),
         chat_template=(
@@ -98,12 +106,16 @@ def tokenizer_reference(tok, texts=SAMPLE_TEXTS, chats=CHATS) -> dict:
 def train_tiny_tokenizer(spec: dict, vocab_size: int):
   """A byte-level BPE trained on the sample texts, wrapped and saved the transformers way."""
   import tokenizers
-  from tokenizers import decoders, models, pre_tokenizers, trainers
+  from tokenizers import decoders, models, normalizers, pre_tokenizers, trainers
   from transformers import PreTrainedTokenizerFast
 
   tok = tokenizers.Tokenizer(models.BPE())
-  tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+  tok.pre_tokenizer = pre_tokenizers.Sequence([
+      pre_tokenizers.Split(tokenizers.Regex(spec["split_regex"]), behavior="isolated"),
+      pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
   tok.decoder = decoders.ByteLevel()
+  if spec["nfc"]:
+    tok.normalizer = normalizers.NFC()
   trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=spec["special"],
                                 initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
                                 show_progress=False)
@@ -115,11 +127,13 @@ def train_tiny_tokenizer(spec: dict, vocab_size: int):
 
 
 def make_tiny(name: str, out_dir: str) -> None:
-  from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+  from transformers import (AutoTokenizer, LlamaConfig, LlamaForCausalLM, Qwen2Config,
+                            Qwen2ForCausalLM)
   spec = dict(TINY_CONFIGS[name])
   kind = spec.pop("kind")
   tok = train_tiny_tokenizer(spec, spec["vocab_size"])
-  hf_fields = {k: v for k, v in spec.items() if k not in ("special", "tokens", "chat_template")}
+  hf_fields = {k: v for k, v in spec.items()
+               if k not in ("special", "tokens", "chat_template", "split_regex", "nfc")}
   hf_fields.update(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
                    pad_token_id=tok.pad_token_id)
   torch.manual_seed({"llama": 0, "qwen2": 1}[kind])
@@ -143,6 +157,11 @@ def make_tiny(name: str, out_dir: str) -> None:
   # The Llama checkpoint is split in shards to exercise model.safetensors.index.json.
   model.save_pretrained(ckpt, max_shard_size="100KB" if kind == "llama" else "50MB")
   tok.save_pretrained(ckpt)
+  trained, tok = tok, AutoTokenizer.from_pretrained(ckpt)  # what users of the directory get
+  a, b = (json.loads(t.backend_tokenizer.to_str()) for t in (trained, tok))
+  for key in ("normalizer", "pre_tokenizer", "decoder"):
+    assert a[key] == b[key], (name, key, b[key])
+  assert (a["model"]["vocab"], a["model"]["merges"]) == (b["model"]["vocab"], b["model"]["merges"])
   rng = np.random.default_rng(0)
   tokens = rng.integers(0, spec["vocab_size"], size=(2, 24)).astype(np.int32)
   with torch.no_grad():

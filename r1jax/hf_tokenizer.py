@@ -19,12 +19,23 @@ import tokenizers
 from tokenizers import decoders, models, pre_tokenizers
 
 _CONTROL, _USER_DEFINED = 3, 4  # llama.cpp token types
+LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
+                r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+
+
+def _split_then_bytes(pattern: str):
+  return pre_tokenizers.Sequence([
+      pre_tokenizers.Split(tokenizers.Regex(pattern), behavior="isolated"),
+      pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+
+
 # llama.cpp pre-tokenizer names -> the HF pre-tokenizer that splits text the same way.
 _GGUF_PRE_TOKENIZERS = {
     "gpt2": lambda: pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
-    "smollm": lambda: pre_tokenizers.Sequence([
+    "smollm": lambda: pre_tokenizers.Sequence([  # llama.cpp: '\p{N}' first, then GPT-2's split
         pre_tokenizers.Digits(individual_digits=True),
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)]),
+    "llama-bpe": lambda: _split_then_bytes(LLAMA3_SPLIT),
 }
 
 
@@ -83,11 +94,11 @@ class HFTokenizer:
   @classmethod
   def from_gguf(cls, reader_or_path) -> "HFTokenizer":
     """Byte-level BPE rebuilt from a GGUF file's tokenizer metadata (tokens, merges, types)."""
-    from r1jax.models.gguf_import import field  # pylint: disable=import-outside-toplevel
+    from r1jax.models import gguf_import  # pylint: disable=import-outside-toplevel
+    field = gguf_import.field
     reader = reader_or_path
     if isinstance(reader, str):
-      from gguf import GGUFReader  # pylint: disable=import-outside-toplevel
-      reader = GGUFReader(reader)
+      reader = gguf_import.GGUFReader(reader)
     kind, pre = field(reader, "tokenizer.ggml.model"), field(reader, "tokenizer.ggml.pre", "gpt2")
     if kind != "gpt2":
       raise NotImplementedError(f"GGUF tokenizer model {kind!r} is not supported (gpt2 is)")
@@ -102,10 +113,11 @@ class HFTokenizer:
     tok = tokenizers.Tokenizer(bpe)
     tok.pre_tokenizer = _GGUF_PRE_TOKENIZERS[pre]()
     tok.decoder = decoders.ByteLevel()
-    for kind_id, special in ((_CONTROL, True), (_USER_DEFINED, False)):
-      added = [tokenizers.AddedToken(t, special=special, normalized=False)
-               for t, ty in zip(tokens, types) if ty == kind_id]
-      (tok.add_special_tokens if special else tok.add_tokens)(added)
+    # Control tokens (<|im_end|>) are special; user-defined ones (<think>) are matched whole too.
+    tok.add_special_tokens([tokenizers.AddedToken(t, special=True, normalized=False)
+                            for t, ty in zip(tokens, types) if ty == _CONTROL])
+    tok.add_tokens([tokenizers.AddedToken(t, special=False, normalized=False)
+                    for t, ty in zip(tokens, types) if ty == _USER_DEFINED])
 
     def token(key):
       i = field(reader, f"tokenizer.ggml.{key}_token_id", None)

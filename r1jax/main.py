@@ -6,6 +6,7 @@ runs the same code. Any config field can be overridden: `--config.rl.group_size=
 from __future__ import annotations
 
 import importlib
+import logging as std_logging
 import json
 import os
 import sys
@@ -51,11 +52,21 @@ def run_stage(config, workdir: str) -> dict:
   return module.run(config, workdir)
 
 
+class _QuietLibraries:
+  """Drops INFO chatter of orbax / TFDS / grain from the absl log; warnings still show."""
+
+  NOISY = ("/orbax/", "/tensorflow_datasets/", "/grain/", "/etils/")
+
+  def filter(self, record) -> bool:
+    return record.levelno >= std_logging.WARNING or not any(n in record.pathname for n in self.NOISY)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if _CONFIG.value is None:
     raise app.UsageError("--config=configs/<stage>.py is required")
+  logging.get_absl_handler().addFilter(_QuietLibraries())
   from r1jax import sharding
   sharding.maybe_initialize_distributed()
   workdir = _WORKDIR.value or os.path.join("workdirs", str(_CONFIG.value.get("stage", "run")))

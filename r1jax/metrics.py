@@ -40,7 +40,7 @@ class MetricsWriter:
     if self._tb is not None:
       for k, v in clean.items():
         if v is not None:
-          self._tb.add_scalar(k, v, int(step))
+          self._tb.add_scalar(k.replace("@", "_at_"), v, int(step))
       self._tb.flush()
 
   def close(self) -> None:

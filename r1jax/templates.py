@@ -35,3 +35,16 @@ def get_template(name_or_template: str) -> str:
 def format_prompt(name_or_template: str, prompt: str) -> str:
   """Fills the template; uses str.replace so braces in the prompt or template stay literal."""
   return get_template(name_or_template).replace("{prompt}", prompt)
+
+
+def prompt_ids(tokenizer, text: str) -> list[int]:
+  """Ids of an already formatted prompt, starting with BOS when the tokenizer's documents do.
+
+  r1jax's SentencePiece tokenizers train on `[bos] prompt completion [eos]` documents
+  (`prepend_bos = True`); HF tokenizers say so in their own config. Sampling, RL and evaluation
+  all encode prompts here, so they see the exact ids the model was trained on.
+  """
+  ids = tokenizer.encode(text)
+  if getattr(tokenizer, "prepend_bos", False) and tokenizer.bos_id is not None:
+    ids = [tokenizer.bos_id] + ids
+  return ids

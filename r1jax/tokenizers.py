@@ -36,6 +36,8 @@ class Tokenizer(Protocol):
 class SentencePieceTokenizer:
   """A SentencePiece model; `train` builds one from an iterator of texts."""
 
+  prepend_bos = True  # r1jax documents are [bos] prompt completion [eos] (see templates.prompt_ids)
+
   def __init__(self, model: str | bytes):
     """`model`: a path to a `.model` file (local or any epath, e.g. gs://) or its bytes."""
     proto = model if isinstance(model, bytes) else epath.Path(model).read_bytes()

@@ -52,8 +52,8 @@ def apply_gradients(state: dict, grads: Any, tx: optax.GradientTransformation) -
   """One optimizer update; returns the new state and grad/param/update norms."""
   updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
   params = optax.apply_updates(state["params"], updates)
-  metrics = {"grad_norm": optax.global_norm(grads), "param_norm": optax.global_norm(params),
-             "update_norm": optax.global_norm(updates)}
+  metrics = {"grad_norm": optax.tree.norm(grads), "param_norm": optax.tree.norm(params),
+             "update_norm": optax.tree.norm(updates)}
   return {"params": params, "opt_state": opt_state, "step": state["step"] + 1}, metrics
 
 

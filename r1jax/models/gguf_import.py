@@ -13,6 +13,7 @@ import os
 from typing import Any
 
 import numpy as np
+from gguf import GGUFReader, quants
 
 from r1jax.models.config import ModelConfig
 from r1jax.models.hf_import import load_params
@@ -59,6 +60,12 @@ def field(reader, key: str, default: Any = KeyError) -> Any:
   return f.contents()
 
 
+def _f32(x: Any) -> float:
+  """A float32 metadata value as the shortest decimal that reads back to it (1e-05, not
+  9.999999747378752e-06): the same float32, and configs compare equal to r1jax's presets."""
+  return float(str(np.float32(x)))
+
+
 def unpermute_rotary(w: np.ndarray, num_heads: int) -> np.ndarray:
   """[H * Dh, D] rows from llama.cpp's interleaved rotary order back to rotate-half order.
 
@@ -82,12 +89,13 @@ def config_from_gguf(reader, **overrides: Any) -> ModelConfig:
   if "token_embd.weight" not in shapes:
     raise ValueError("GGUF file lacks tensor 'token_embd.weight'")
   fields = dict(
-      vocab_size=shapes["token_embd.weight"][0], d_model=d_model, num_layers=int(field(reader, "llama.block_count")),
+      vocab_size=shapes["token_embd.weight"][0], d_model=d_model,
+      num_layers=int(field(reader, "llama.block_count")),
       num_heads=heads, num_kv_heads=int(field(reader, "llama.attention.head_count_kv", heads)),
       mlp_dim=int(field(reader, "llama.feed_forward_length")),
       head_dim=int(field(reader, "llama.rope.dimension_count", d_model // heads)),
-      rope_theta=float(field(reader, "llama.rope.freq_base", 10_000.0)),
-      norm_eps=float(field(reader, "llama.attention.layer_norm_rms_epsilon")),
+      rope_theta=_f32(field(reader, "llama.rope.freq_base", 10_000.0)),
+      norm_eps=_f32(field(reader, "llama.attention.layer_norm_rms_epsilon")),
       tie_embeddings="output.weight" not in names,
       max_seq_len=int(field(reader, "llama.context_length", 2048)))
   fields.update(overrides)
@@ -117,7 +125,6 @@ class GGUFSource:
     return self._path
 
   def read(self, name: str) -> np.ndarray:
-    from gguf import quants  # pylint: disable=import-outside-toplevel
     t = self._tensors[name]
     shape = tuple(int(n) for n in reversed(t.shape))  # ggml lists the fastest axis first
     w = np.empty(shape, np.float32)
@@ -135,7 +142,6 @@ class GGUFSource:
 def load_gguf(path: str, *, dtype: str = "float32", mesh=None,
               rules=None) -> tuple[ModelConfig, Any, Any]:
   """(config, params, reader) from a Llama-architecture GGUF file."""
-  from gguf import GGUFReader  # pylint: disable=import-outside-toplevel
   reader = GGUFReader(path)
   try:
     config = config_from_gguf(reader, param_dtype=dtype, dtype=dtype)

@@ -1,4 +1,4 @@
-"""r1jax params -> a Hugging Face Llama / Qwen2 checkpoint directory, to serve or evaluate elsewhere.
+"""r1jax params -> a Hugging Face Llama / Qwen2 checkpoint directory, to serve or test elsewhere.
 
 Writes config.json (Qwen2ForCausalLM when the model has q/k/v bias, else LlamaForCausalLM),
 safetensors shards in HF layout (with model.safetensors.index.json when there are several), and
@@ -12,6 +12,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from safetensors.numpy import save_file
 
 from r1jax.models.config import ModelConfig
 from r1jax.models.hf_import import ARCHITECTURES, flatten, hf_layout
@@ -73,7 +74,6 @@ def export_hf(path_out: str, params: Any, config: ModelConfig, tokenizer: Any = 
   `save(path)` such as SentencePieceTokenizer (tokenizer.model), or None. Every process must
   call this (sharded params are gathered); process 0 writes.
   """
-  from safetensors.numpy import save_file  # pylint: disable=import-outside-toplevel
   layout = hf_layout(config)
   flat = flatten(params)
   if set(flat) != set(layout):

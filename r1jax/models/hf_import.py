@@ -7,7 +7,6 @@ sharding before the next is read, so the host holds the params plus about one te
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
@@ -18,6 +17,7 @@ from typing import Any, Protocol
 import flax.linen as nn
 import jax
 import numpy as np
+from safetensors import safe_open
 
 from r1jax import sharding as shd
 from r1jax.models.config import ModelConfig
@@ -159,7 +159,11 @@ class TensorSource(Protocol):
 
 
 class SafetensorsSource:
-  """A checkpoint directory: `model.safetensors`, or shards listed in `*.safetensors.index.json`."""
+  """A checkpoint directory: `model.safetensors`, or shards listed in `*.safetensors.index.json`.
+
+  Each read opens (memory-maps) its file and closes it again, so the mapped pages of tensors
+  already read do not pile up in the resident set.
+  """
 
   def __init__(self, directory: str):
     self.directory = directory
@@ -169,14 +173,11 @@ class SafetensorsSource:
       with open(index) as f:
         self._file_of = dict(json.load(f)["weight_map"])
     elif os.path.exists(single):
-      from safetensors import safe_open  # pylint: disable=import-outside-toplevel
       with safe_open(single, framework="numpy") as f:
         self._file_of = {k: "model.safetensors" for k in f.keys()}
     else:
       raise FileNotFoundError(f"{directory}: neither model.safetensors nor "
                               "model.safetensors.index.json")
-    self._handles: dict[str, Any] = {}
-    self._stack = contextlib.ExitStack()
 
   def __contains__(self, name: str) -> bool:
     return name in self._file_of
@@ -185,18 +186,11 @@ class SafetensorsSource:
     return os.path.join(self.directory, self._file_of[name]) if name else self.directory
 
   def read(self, name: str) -> np.ndarray:
-    from safetensors import safe_open  # pylint: disable=import-outside-toplevel
-    file = self._file_of[name]
-    if file not in self._handles:
-      path = os.path.join(self.directory, file)
-      if not os.path.exists(path):
-        raise FileNotFoundError(f"{path} (listed in the index for {name}) does not exist")
-      self._handles[file] = self._stack.enter_context(safe_open(path, framework="numpy"))
-    return self._handles[file].get_tensor(name)
-
-  def close(self) -> None:
-    self._stack.close()
-    self._handles.clear()
+    path = self.where(name)
+    if not os.path.exists(path):
+      raise FileNotFoundError(f"{path} (listed in the index for {name}) does not exist")
+    with safe_open(path, framework="numpy") as f:
+      return f.get_tensor(name)
 
 
 def abstract_params(model: Transformer) -> Any:
@@ -272,10 +266,5 @@ def load_hf_checkpoint(directory: str, *, dtype: str = "float32", mesh=None,
     config = config_from_hf(read_hf_config(directory), param_dtype=dtype, dtype=dtype)
   except NotImplementedError as e:
     raise NotImplementedError(f"{os.path.join(directory, 'config.json')}: {e}") from None
-  source = SafetensorsSource(directory)
-  try:
-    params = load_params(config, source, mesh=mesh, rules=rules)
-  finally:
-    source.close()
-  return config, params
+  return config, load_params(config, SafetensorsSource(directory), mesh=mesh, rules=rules)
 

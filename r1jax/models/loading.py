@@ -1,11 +1,11 @@
-"""Load any model r1jax can start from: an r1jax run directory, a HF checkpoint, or a GGUF file.
+"""r1jax run directories as a checkpoint kind of `from_pretrained`.
 
-An r1jax run directory (what `toy_base`, SFT and RL stages write) holds `model.json` (the
-ModelConfig), the tokenizer file named there, and orbax checkpoints under `checkpoints/`.
+A run directory (what `toy_base`, SFT and RL stages write) holds `model.json` (the ModelConfig
+and the tokenizer's file name), that tokenizer, and orbax checkpoints under `checkpoints/`.
+`load_pretrained` loads it, or any HF directory / GGUF file, sharded on a mesh.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shutil
@@ -16,19 +16,12 @@ import jax
 import jax.numpy as jnp
 
 from r1jax import checkpoints, sharding
+from r1jax.models import pretrained
 from r1jax.models.config import ModelConfig
 from r1jax.models.transformer import Transformer
 
 MODEL_FILE = "model.json"
 CHECKPOINT_DIR = "checkpoints"
-
-
-@dataclasses.dataclass
-class Pretrained:
-  config: ModelConfig
-  model: Transformer
-  params: Any
-  tokenizer: Any
 
 
 def is_run_dir(path: str) -> bool:
@@ -61,23 +54,28 @@ def read_model_files(run_dir: str) -> tuple[ModelConfig, Any]:
   return ModelConfig.from_dict(spec["model"]), load_tokenizer(os.path.join(run_dir, spec["tokenizer"]))
 
 
-def load_pretrained(path: str, *, mesh=None, rules=sharding.DEFAULT_RULES, step: int | None = None,
-                    dtype: str | None = None) -> Pretrained:
-  """Model, params (sharded on `mesh`, default all devices on the data axis) and tokenizer."""
+def load_run_dir(path: str, *, mesh=None, dtype: str | None = None, rules=None,
+                 step: int | None = None) -> pretrained.Pretrained:
+  """Params of the latest (or given) checkpoint step, restored straight onto their shardings."""
+  rules = rules or sharding.DEFAULT_RULES
   mesh = mesh or sharding.make_mesh()
-  if is_run_dir(path):
-    config, tokenizer = read_model_files(path)
-    if dtype:
-      config = config.replace(param_dtype=dtype, dtype=dtype)
-    model = Transformer(config)
-    shardings = sharding.param_shardings(model, mesh, rules)
-    boxed = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32)))
-    abstract = sharding.abstract_with_shardings(nn.unbox(boxed["params"]), shardings)
-    params = checkpoints.restore_params(os.path.join(path, CHECKPOINT_DIR), abstract, step=step)
-    return Pretrained(config, model, params, tokenizer)
-  if os.path.exists(path):
-    from r1jax.models import pretrained
-    return pretrained.from_pretrained(path, mesh=mesh, dtype=dtype or "float32", rules=rules)
-  raise FileNotFoundError(f"no model at {path!r}: expected an r1jax run directory "
-                          f"(with {MODEL_FILE}), a Hugging Face checkpoint directory or a .gguf file")
+  config, tokenizer = read_model_files(path)
+  if dtype:
+    config = config.replace(param_dtype=dtype, dtype=dtype)
+  model = Transformer(config)
+  shardings = sharding.param_shardings(model, mesh, rules)
+  boxed = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32)))
+  abstract = sharding.abstract_with_shardings(nn.unbox(boxed["params"]), shardings)
+  params = checkpoints.restore_params(os.path.join(path, CHECKPOINT_DIR), abstract, step=step)
+  return pretrained.Pretrained(config, model, params, tokenizer, path)
 
+
+def load_pretrained(path: str, *, mesh=None, rules=None, step: int | None = None,
+                    dtype: str | None = None) -> pretrained.Pretrained:
+  """An r1jax run directory (optionally at `step`), a HF checkpoint directory or a GGUF file."""
+  if is_run_dir(path):
+    return load_run_dir(path, mesh=mesh, dtype=dtype, rules=rules, step=step)
+  return pretrained.from_pretrained(path, mesh=mesh, dtype=dtype or "float32", rules=rules)
+
+
+pretrained.register_loader("r1jax-run", is_run_dir, load_run_dir)

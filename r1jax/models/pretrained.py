@@ -22,7 +22,7 @@ class Pretrained:
   model: Transformer
   params: Any
   tokenizer: Any  # HFTokenizer (or any r1jax Tokenizer); None when the checkpoint has none
-  path: str
+  path: str = ""  # what was loaded
 
 
 # (matches(path), load(path, *, mesh, dtype, rules)) -> Pretrained

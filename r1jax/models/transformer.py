@@ -15,7 +15,7 @@ import jax.numpy as jnp
 
 from r1jax.models.config import ModelConfig
 
-Cache = list[dict[str, jax.Array]]  # per layer: {'k': [B, S, Hkv, Dh], 'v': [B, S, Hkv, Dh]}
+Cache = list[dict[str, jax.Array]]  # per layer: {'k': [B, Hkv, S, Dh], 'v': [B, Hkv, S, Dh]}
 _NEG_INF = -1e30
 
 
@@ -115,17 +115,18 @@ class Attention(nn.Module):
     inv_freq = rope_inv_freq(c)
     q = apply_rope(q, positions, inv_freq)
     k = apply_rope(k, positions, inv_freq)
+    k, v = k.swapaxes(1, 2), v.swapaxes(1, 2)  # [B, Hkv, T, Dh]: the cache layout
     if cache is not None:
-      k = jax.lax.dynamic_update_slice_in_dim(cache["k"], k.astype(cache["k"].dtype), cache_index, 1)
-      v = jax.lax.dynamic_update_slice_in_dim(cache["v"], v.astype(cache["v"].dtype), cache_index, 1)
+      k = jax.lax.dynamic_update_slice_in_dim(cache["k"], k.astype(cache["k"].dtype), cache_index, 2)
+      v = jax.lax.dynamic_update_slice_in_dim(cache["v"], v.astype(cache["v"].dtype), cache_index, 2)
       cache = {"k": k, "v": v}
     b, t = q.shape[:2]
     q = q.reshape(b, t, kv, h // kv, hd)  # [B, T, Hkv, G, Dh]
-    scores = jnp.einsum("btkgd,bskd->bkgts", q, k.astype(q.dtype),
+    scores = jnp.einsum("btkgd,bksd->bkgts", q, k.astype(q.dtype),
                         preferred_element_type=jnp.float32) / math.sqrt(hd)
     scores = jnp.where(mask[:, None, None], scores, _NEG_INF)
     probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-    out = jnp.einsum("bkgts,bskd->btkgd", probs, v).reshape(b, t, h, hd).astype(x.dtype)
+    out = jnp.einsum("bkgts,bksd->btkgd", probs, v).reshape(b, t, h, hd).astype(x.dtype)
     out = _dense(c.d_model, ("heads", "head_dim", "embed"), "o_proj", c, num_in=2)(out)
     return out, cache
 
@@ -178,7 +179,7 @@ class Transformer(nn.Module):
       if cache is None:
         attention_mask = causal_mask(segment_ids, t, b)
       else:
-        slots = jnp.arange(cache[0]["k"].shape[1])
+        slots = jnp.arange(cache[0]["k"].shape[2])
         attention_mask = jnp.broadcast_to(
             slots[None, None, :] <= (cache_index + jnp.arange(t))[None, :, None],
             (b, t, slots.shape[0]))
@@ -205,11 +206,11 @@ class Transformer(nn.Module):
 
 
 def init_cache(config: ModelConfig, batch: int, length: int, dtype=None) -> Cache:
-  """Zero KV cache [B, S, Hkv, Dh] per layer, in the compute dtype unless given."""
+  """Zero KV cache [B, Hkv, S, Dh] per layer (decode reads it without a transpose)."""
   dtype = jnp.dtype(dtype or config.dtype)
-  shape = (batch, length, config.num_kv_heads, config.head_dim)
+  shape = (batch, config.num_kv_heads, length, config.head_dim)
   return [{"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
           for _ in range(config.num_layers)]
 
 
-CACHE_LOGICAL_AXES = ("cache_batch", "cache_length", "cache_kv_heads", "head_dim")
+CACHE_LOGICAL_AXES = ("cache_batch", "cache_kv_heads", "cache_length", "head_dim")
