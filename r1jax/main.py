@@ -14,6 +14,8 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from r1jax.errors import ConfigError
+
 # Stage name -> module under r1jax.stages exposing `run(config, workdir) -> dict`.
 STAGES = {
     "toy_base": "toy_base",
@@ -23,10 +25,6 @@ STAGES = {
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to an ml_collections config file.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and outputs.")
-
-
-class ConfigError(ValueError):
-  """A config that cannot run: reported as one line, without a traceback."""
 
 
 def check_config(config, stage: str) -> None:
@@ -72,7 +70,7 @@ def main(argv):
   workdir = _WORKDIR.value or os.path.join("workdirs", str(_CONFIG.value.get("stage", "run")))
   try:
     result = run_stage(_CONFIG.value, workdir)
-  except ConfigError as e:
+  except (ConfigError, FileNotFoundError) as e:
     print(f"r1jax: error: {e}", file=sys.stderr)
     sys.exit(2)
   logging.info("finished: %s", json.dumps(result, default=str, sort_keys=True)[:2000])

@@ -13,6 +13,7 @@ or inside any batch, given the same prompt id.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any, Sequence
 
@@ -27,7 +28,12 @@ from r1jax.models.transformer import CACHE_LOGICAL_AXES, Transformer, init_cache
 
 @dataclasses.dataclass(frozen=True)
 class SamplerOutput:
-  """Host arrays; M = num_prompts * n rows, P = longest prompt, N = max_new_tokens."""
+  """Host arrays; M = num_prompts * n rows, P = longest prompt, N = max_new_tokens.
+
+  `logprobs` are the policy's own log-probs (temperature 1, no top-k / top-p): exactly what the
+  trainer recomputes with `sequence_logprobs`, so GRPO's old/new ratio starts at 1.
+  `sampling_logprobs` are under the distribution actually sampled from (0 for greedy).
+  """
 
   prompt_tokens: np.ndarray  # [M, P] int32, left-padded with pad_id
   prompt_mask: np.ndarray  # [M, P] bool
@@ -40,7 +46,11 @@ class SamplerOutput:
   num_decode_steps: int  # decode-loop iterations run (< N when every row stopped early)
 
   def sequences(self) -> tuple[np.ndarray, np.ndarray]:
-    """[prompt ; completion] rows for `sequence_logprobs`: tokens [M, P+N], mask [M, P+N]."""
+    """[prompt ; completion] rows: tokens [M, P+N], mask [M, P+N].
+
+    `sequence_logprobs(model, params, *out.sequences())[:, P-1:]` reproduces `logprobs` where
+    `completion_mask` is set (positions come from the mask, as in the sampler).
+    """
     return (np.concatenate([self.prompt_tokens, self.completions], 1),
             np.concatenate([self.prompt_mask, self.completion_mask], 1))
 
@@ -92,11 +102,18 @@ def truncate_logits(logits: jax.Array, top_k: int, top_p: jax.Array | None) -> j
     srt = jnp.sort(x, axis=-1)[:, ::-1]  # [B, V] descending
     probs = jax.nn.softmax(srt, axis=-1)
     before = jnp.cumsum(probs, axis=-1) - probs  # probability mass strictly above each token
-    keep = before < top_p
-    keep = keep.at[:, 0].set(True)
+    keep = before < top_p  # the top token has 0 mass above it: always kept (top_p > 0)
     cutoff = jnp.min(jnp.where(keep, srt, jnp.inf), axis=-1, keepdims=True)  # [B, 1]
     x = jnp.where(x < cutoff, -jnp.inf, x)
   return x
+
+
+def first_argmax(x: jax.Array) -> jax.Array:
+  """argmax over the last axis (first index on ties) as max + min-index: two plain reductions
+  that XLA:CPU vectorises, where jnp.argmax's (value, index) reduction runs ~5x slower."""
+  top = jnp.max(x, axis=-1, keepdims=True)
+  ids = jnp.arange(x.shape[-1], dtype=jnp.int32)
+  return jnp.min(jnp.where(x == top, ids, x.shape[-1] - 1), axis=-1)  # NaN rows: last id
 
 
 def sample_tokens(logits: jax.Array, keys: jax.Array, temperature: jax.Array, *, greedy: bool,
@@ -105,12 +122,14 @@ def sample_tokens(logits: jax.Array, keys: jax.Array, temperature: jax.Array, *,
   """One token per row: logits [B, V], keys [B] -> (tokens [B] int32, sampling log-probs [B]).
 
   Greedy takes the argmax (its sampling log-prob is 0: a point mass). Otherwise the logits are
-  divided by the temperature, truncated (`truncate_logits`) and sampled with each row's key.
+  divided by the temperature, truncated (`truncate_logits`) and sampled with each row's key
+  by Gumbel-max, as `jax.random.categorical` does.
   """
   if greedy:
-    return jnp.argmax(logits, axis=-1).astype(jnp.int32), jnp.zeros(logits.shape[:1], jnp.float32)
+    return first_argmax(logits), jnp.zeros(logits.shape[:1], jnp.float32)
   x = truncate_logits(logits.astype(jnp.float32) / temperature, top_k, top_p)
-  tokens = jax.vmap(jax.random.categorical)(keys, x).astype(jnp.int32)
+  gumbel = jax.vmap(lambda k: jax.random.gumbel(k, x.shape[1:], jnp.float32))(keys)  # [B, V]
+  tokens = first_argmax(x + gumbel)
   return tokens, token_logprobs(x, tokens)
 
 
@@ -144,8 +163,18 @@ class _Static:
   greedy: bool
   top_k: int
   use_top_p: bool
-  stop_ids: tuple[int, ...]
-  pad_id: int
+  segments: int = 1
+
+
+def segment_ends(max_new_tokens: int, segments: int) -> list[int]:
+  """Step counts at which the decode cache grows: N/2^(k-1), ..., N/4, N/2, N.
+
+  Attention reads the whole cache every step, so a cache sized for the final length makes
+  early steps pay for slots not yet written. Growing it in k geometric stages (k copies of the
+  compiled step) cuts the slots read per step from P + N to about P + 2N/3 for k = 4.
+  """
+  ends = [max(1, max_new_tokens >> i) for i in reversed(range(segments))]
+  return sorted(set(ends))
 
 
 def _constrain_cache(cache):
@@ -153,54 +182,74 @@ def _constrain_cache(cache):
           for layer in cache]
 
 
+def _stop_array(stop_ids: Sequence[int]) -> np.ndarray:
+  """Stop ids padded with -1 (never a token) to a multiple of 8: new ids seldom recompile."""
+  out = np.full(max(8, -(-len(stop_ids) // 8) * 8), -1, np.int32)
+  out[:len(stop_ids)] = stop_ids
+  return out
+
+
+def _next_tokens(logits, keys, t, done, temperature, top_p, stop, pad_id, st: _Static):
+  """One decode step's bookkeeping, shared by `Sampler` and `naive_generate`.
+
+  logits [B, V], per-row keys [B], done [B] -> tokens [B] (pad_id once done), policy and
+  sampling log-probs [B] (0 once done), and the updated done flags.
+  """
+  step_keys = jax.vmap(jax.random.fold_in, (0, None))(keys, t)
+  new, slp = sample_tokens(logits, step_keys, temperature, greedy=st.greedy, top_k=st.top_k,
+                           top_p=top_p if st.use_top_p else None)
+  lp = jnp.where(done, 0.0, token_logprobs(logits, new))
+  slp = jnp.where(done, 0.0, slp)
+  new = jnp.where(done, pad_id, new)
+  return new, lp, slp, done | jnp.any(new[:, None] == stop[None, :], axis=1)
+
+
 def _generate(params, tokens, mask, rows_valid, prompt_ids, sample_ids, rng, temperature, top_p,
-              *, model: Transformer, st: _Static):
+              stop, pad_id, *, model: Transformer, st: _Static):
   """tokens, mask [B, P] (left-padded) -> completions, masks and log-probs [B, N]."""
   b, p = tokens.shape
   n_new = st.max_new_tokens
-  s = p + n_new - 1  # cache slots: prompt, then every generated token but the last
+  ends = segment_ends(n_new, st.segments)
   apply = lambda *a, **k: model.apply({"params": params}, *a, **k)
   positions = positions_from_mask(mask)  # [B, P]
   plen = jnp.sum(mask.astype(jnp.int32), axis=1)  # [B]
-  slots = jnp.arange(s)
-  key_valid = jnp.concatenate([mask, jnp.zeros((b, n_new - 1), bool)], axis=1)  # [B, S]
-  cache = _constrain_cache(init_cache(model.config, b, s))
+  # Cache slots: the prompt, then every generated token but the last.
+  key_valid = jnp.concatenate([mask, jnp.zeros((b, n_new - 1), bool)], axis=1)  # [B, P+N-1]
+  cache = _constrain_cache(init_cache(model.config, b, p - 1 + ends[0]))
   if p > 1:  # all but the last prompt token; the loop's first step feeds that one
-    attn = (slots[None, None, :] <= jnp.arange(p - 1)[None, :, None]) & key_valid[:, None, :]
+    slots = jnp.arange(p - 1 + ends[0])
+    attn = ((slots[None, None, :] <= jnp.arange(p - 1)[None, :, None])
+            & key_valid[:, None, :slots.shape[0]])
     _, cache = apply(tokens[:, :-1], positions=positions[:, :-1], attention_mask=attn,
                      cache=cache, cache_index=0, return_hidden=True)
   keys = row_keys(rng, prompt_ids, sample_ids)  # [B]
-  stop = jnp.asarray(st.stop_ids, jnp.int32)
-  top_p = top_p if st.use_top_p else None
 
   def body(carry):
     t, cache, last, done, out_tok, out_mask, out_lp, out_slp = carry
     slot = p - 1 + t  # where `last` goes in the cache
-    attn = (key_valid | ((slots >= p) & (slots <= slot)))[:, None, :]  # [B, 1, S]
+    slots = jnp.arange(cache[0]["k"].shape[2])
+    attn = (key_valid[:, :slots.shape[0]] | ((slots >= p) & (slots <= slot)))[:, None, :]
     logits, cache = apply(last[:, None], positions=(plen - 1 + t)[:, None],
-                          attention_mask=attn, cache=cache, cache_index=slot)
-    logits = logits[:, 0]  # [B, V]
-    step_keys = jax.vmap(jax.random.fold_in, (0, None))(keys, t)
-    new, slp = sample_tokens(logits, step_keys, temperature, greedy=st.greedy, top_k=st.top_k,
-                             top_p=top_p)
-    lp = token_logprobs(logits, new)
-    new = jnp.where(done, st.pad_id, new)
+                          attention_mask=attn, cache=cache, cache_index=slot)  # [B, 1, V]
+    new, lp, slp, new_done = _next_tokens(logits[:, 0], keys, t, done, temperature, top_p, stop,
+                                          pad_id, st)
     col = lambda buf, v: jax.lax.dynamic_update_slice_in_dim(buf, v[:, None], t, 1)
-    out_tok = col(out_tok, new)
-    out_mask = col(out_mask, ~done)
-    out_lp = col(out_lp, jnp.where(done, 0.0, lp))
-    out_slp = col(out_slp, jnp.where(done, 0.0, slp))
-    done = done | jnp.any(new[:, None] == stop[None, :], axis=1)
-    return t + 1, _constrain_cache(cache), new, done, out_tok, out_mask, out_lp, out_slp
-
-  def cond(carry):
-    t, done = carry[0], carry[3]
-    return (t < n_new) & ~jnp.all(done)
+    out_tok, out_mask = col(out_tok, new), col(out_mask, ~done)
+    out_lp, out_slp = col(out_lp, lp), col(out_slp, slp)
+    return t + 1, _constrain_cache(cache), new, new_done, out_tok, out_mask, out_lp, out_slp
 
   zeros = jnp.zeros((b, n_new), jnp.float32)
-  init = (jnp.int32(0), cache, tokens[:, -1], ~rows_valid,
-          jnp.full((b, n_new), st.pad_id, jnp.int32), jnp.zeros((b, n_new), bool), zeros, zeros)
-  t, _, _, done, out_tok, out_mask, out_lp, out_slp = jax.lax.while_loop(cond, body, init)
+  carry = (jnp.int32(0), cache, tokens[:, -1], ~rows_valid,
+           jnp.full((b, n_new), pad_id, jnp.int32), jnp.zeros((b, n_new), bool), zeros, zeros)
+  for i, end in enumerate(ends):  # one loop per cache length; each exits once all rows stop
+    if i:
+      grow = ((0, 0), (0, 0), (0, end - ends[i - 1]), (0, 0))
+      cache = _constrain_cache([{k: jnp.pad(v, grow) for k, v in layer.items()}
+                                for layer in carry[1]])
+      carry = (carry[0], cache, *carry[2:])
+    cond = lambda c, end=end: (c[0] < end) & ~jnp.all(c[3])
+    carry = jax.lax.while_loop(cond, body, carry)
+  t, _, _, done, out_tok, out_mask, out_lp, out_slp = carry
   return dict(completions=out_tok, completion_mask=out_mask, logprobs=out_lp,
               sampling_logprobs=out_slp, stopped=done, num_decode_steps=t)
 
@@ -210,13 +259,16 @@ class Sampler:
 
   Prompt length is rounded up to `length_bucket` and the row count to a multiple of the
   data-parallel size, so a run with varying prompts compiles only a few times.
+  `decode_segments` sets how often the KV cache grows during decode (`segment_ends`).
   """
 
   def __init__(self, model: Transformer, mesh: jax.sharding.Mesh | None = None,
-               rules=sharding.DEFAULT_RULES, length_bucket: int = 16):
-    if length_bucket < 1:
-      raise ValueError(f"length_bucket must be >= 1, got {length_bucket}")
+               rules=sharding.DEFAULT_RULES, length_bucket: int = 16, decode_segments: int = 4):
+    if length_bucket < 1 or decode_segments < 1:
+      raise ValueError(f"length_bucket={length_bucket} and decode_segments={decode_segments} "
+                       "must be >= 1")
     self.model, self.mesh, self.rules, self.length_bucket = model, mesh, rules, length_bucket
+    self.decode_segments = decode_segments
     self._compiled: dict[_Static, Any] = {}
     self._param_shardings = None
     self._dp = 1
@@ -257,43 +309,48 @@ class Sampler:
       raise ValueError(f"{plen} prompt + {max_new_tokens} new tokens exceed max_seq_len "
                        f"{self.model.config.max_seq_len}")
 
-    rows = num_prompts * n
-    rows_pad = -(-rows // self._dp) * self._dp
-    p_pad = -(-plen // self.length_bucket) * self.length_bucket
-    tok = np.full((rows_pad, p_pad), pad_id, np.int32)
-    msk = np.zeros((rows_pad, p_pad), bool)
-    tok[:rows, p_pad - plen:] = np.repeat(tokens, n, axis=0)
-    msk[:rows, p_pad - plen:] = np.repeat(mask, n, axis=0)
-    msk[rows:, -1] = True  # filler rows: one pad token, marked done from the start
-    valid = np.arange(rows_pad) < rows
-    pids = np.zeros(rows_pad, np.int32)
-    pids[:rows] = np.repeat(ids, n)
-    sids = (np.arange(rows_pad) % n).astype(np.int32)
-
+    rows = np.repeat(np.arange(num_prompts), n)  # row i * n + j is sample j of prompt i
+    batch = self._batch(tokens[rows], mask[rows], ids[rows], np.arange(len(rows)) % n, pad_id)
     st = _Static(max_new_tokens, bool(greedy), int(top_k) if not greedy else 0,
-                 bool(top_p < 1.0) and not greedy, stops, int(pad_id))
+                 bool(top_p < 1.0) and not greedy, self.decode_segments)
+    scalars = (jax.random.key(0) if rng is None else rng, jnp.float32(temperature),
+               jnp.float32(top_p), _stop_array(stops), jnp.int32(pad_id))
+    out = self._run(st, params, batch, scalars)
+    m, trim = len(rows), batch[0].shape[1] - plen
+    cmask = out["completion_mask"][:m]
+    return SamplerOutput(
+        prompt_tokens=batch[0][:m, trim:], prompt_mask=batch[1][:m, trim:],
+        completions=out["completions"][:m], completion_mask=cmask,
+        logprobs=out["logprobs"][:m], sampling_logprobs=out["sampling_logprobs"][:m],
+        lengths=cmask.sum(1).astype(np.int32), truncated=~out["stopped"][:m],
+        num_decode_steps=int(out["num_decode_steps"]))
+
+  def _batch(self, tokens, mask, prompt_ids, sample_ids, pad_id) -> tuple[np.ndarray, ...]:
+    """Pads [M, P] rows to the length bucket and M to the data-parallel size.
+
+    Filler rows hold one pad token and start done, so they never delay the early exit.
+    """
+    m, p = tokens.shape
+    m_pad = -(-m // self._dp) * self._dp
+    p_pad = -(-p // self.length_bucket) * self.length_bucket
+    tok = np.full((m_pad, p_pad), pad_id, np.int32)
+    msk = np.zeros((m_pad, p_pad), bool)
+    tok[:m, p_pad - p:], msk[:m, p_pad - p:] = tokens, mask
+    msk[m:, -1] = True
+    pad_rows = lambda x: np.pad(np.asarray(x, np.int32), (0, m_pad - m))
+    return tok, msk, np.arange(m_pad) < m, pad_rows(prompt_ids), pad_rows(sample_ids)
+
+  def _run(self, st: _Static, params, batch, scalars) -> dict[str, np.ndarray]:
     fn = self._compiled.get(st)
     if fn is None:
       fn = self._compiled[st] = jax.jit(lambda *a: _generate(*a, model=self.model, st=st))
-    rng = jax.random.key(0) if rng is None else rng
-    args = (tok, msk, valid, pids, sids)
-    scalars = (rng, jnp.float32(temperature), jnp.float32(top_p))
     if self.mesh is None:
-      out = fn(params, *args, *scalars)
-    else:
-      params = jax.device_put(params, self._param_shardings)
-      args = tuple(jax.device_put(a, sharding.batch_sharding(self.mesh, a.ndim)) for a in args)
-      scalars = jax.device_put(scalars, sharding.replicated(self.mesh))
-      with sharding.mesh_rules(self.mesh, self.rules):
-        out = fn(params, *args, *scalars)
-    out = jax.device_get(out)
-    cmask = out["completion_mask"][:rows]
-    return SamplerOutput(
-        prompt_tokens=tok[:rows, p_pad - plen:], prompt_mask=msk[:rows, p_pad - plen:],
-        completions=out["completions"][:rows], completion_mask=cmask,
-        logprobs=out["logprobs"][:rows], sampling_logprobs=out["sampling_logprobs"][:rows],
-        lengths=cmask.sum(1).astype(np.int32), truncated=~out["stopped"][:rows],
-        num_decode_steps=int(out["num_decode_steps"]))
+      return jax.device_get(fn(params, *batch, *scalars))
+    params = jax.device_put(params, self._param_shardings)
+    batch = tuple(jax.device_put(a, sharding.batch_sharding(self.mesh, a.ndim)) for a in batch)
+    scalars = jax.device_put(scalars, sharding.replicated(self.mesh))
+    with sharding.mesh_rules(self.mesh, self.rules):
+      return jax.device_get(fn(params, *batch, *scalars))
 
   def _check_prompts(self, prompts, prompt_mask, pad_id) -> tuple[np.ndarray, np.ndarray]:
     if isinstance(prompts, (np.ndarray, jax.Array)):
@@ -312,7 +369,22 @@ class Sampler:
     return tokens, mask
 
 
-_NAIVE_STEPS: dict[tuple, Any] = {}
+@functools.lru_cache(maxsize=16)
+def _naive_step(model: Transformer, st: _Static):
+  """One jitted full-recompute step over the fixed [B, P+N] buffer (donated, updated in place)."""
+
+  def step(params, buf, buf_mask, done, keys, t, *rest):  # buf, buf_mask [B, P+N]
+    p = buf.shape[1] - st.max_new_tokens
+    logits = model.apply({"params": params}, buf, positions=positions_from_mask(buf_mask),
+                         attention_mask=jnp.tril(jnp.ones((buf.shape[1],) * 2, bool))[None]
+                         & buf_mask[:, None, :])  # [B, P+N, V]: the whole prefix, again
+    logits = jax.lax.dynamic_index_in_dim(logits, p - 1 + t, 1, keepdims=False)  # [B, V]
+    new, lp, _, new_done = _next_tokens(logits, keys, t, done, *rest, st)
+    buf = jax.lax.dynamic_update_slice_in_dim(buf, new[:, None], p + t, 1)
+    buf_mask = jax.lax.dynamic_update_slice_in_dim(buf_mask, ~done[:, None], p + t, 1)
+    return buf, buf_mask, new_done, lp
+
+  return jax.jit(step, donate_argnums=(1, 2))
 
 
 def naive_generate(model: Transformer, params, prompt_tokens, max_new_tokens: int,
@@ -329,38 +401,21 @@ def naive_generate(model: Transformer, params, prompt_tokens, max_new_tokens: in
   """
   tokens = np.asarray(prompt_tokens, np.int32)
   mask = np.ones(tokens.shape, bool) if prompt_mask is None else np.asarray(prompt_mask, bool)
-  b, p = tokens.shape
-  if mask.shape != tokens.shape or tokens.ndim != 2 or not mask[:, -1].all():
+  if tokens.ndim != 2 or mask.shape != tokens.shape or not mask[:, -1].all():
     raise ValueError(f"need left-padded prompt tokens and mask [B, P], got {tokens.shape}")
-  st = _Static(max_new_tokens, greedy, 0 if greedy else top_k, top_p < 1.0 and not greedy,
-               () if eos_id is None else (eos_id,), pad_id)
-  step = _NAIVE_STEPS.get((model, st))
-  if step is None:
-    def step_fn(params, buf, buf_mask, done, keys, t, temperature, top_p):
-      p = buf.shape[1] - st.max_new_tokens
-      lp_all = model.apply({"params": params}, buf, positions=positions_from_mask(buf_mask),
-                           attention_mask=jnp.tril(jnp.ones((buf.shape[1],) * 2, bool))[None]
-                           & buf_mask[:, None, :])
-      logits = jax.lax.dynamic_index_in_dim(lp_all, p - 1 + t, 1, keepdims=False)  # [B, V]
-      new, _ = sample_tokens(logits, jax.vmap(jax.random.fold_in, (0, None))(keys, t),
-                             temperature, greedy=st.greedy, top_k=st.top_k,
-                             top_p=top_p if st.use_top_p else None)
-      lp = jnp.where(done, 0.0, token_logprobs(logits, new))
-      new = jnp.where(done, st.pad_id, new)
-      buf = jax.lax.dynamic_update_slice_in_dim(buf, new[:, None], p + t, 1)
-      buf_mask = jax.lax.dynamic_update_slice_in_dim(buf_mask, ~done[:, None], p + t, 1)
-      stop = jnp.asarray(st.stop_ids, jnp.int32)
-      return buf, buf_mask, done | jnp.any(new[:, None] == stop[None, :], axis=1), lp
-    step = _NAIVE_STEPS[(model, st)] = jax.jit(step_fn, donate_argnums=(1, 2))
+  b, p = tokens.shape
+  step = _naive_step(model, _Static(max_new_tokens, greedy, 0 if greedy else top_k,
+                                    top_p < 1.0 and not greedy))
   buf = jnp.asarray(np.pad(tokens, ((0, 0), (0, max_new_tokens)), constant_values=pad_id))
   buf_mask = jnp.asarray(np.pad(mask, ((0, 0), (0, max_new_tokens))))
   ids = np.arange(b) if prompt_ids is None else np.asarray(prompt_ids)
   keys = row_keys(jax.random.key(0) if rng is None else rng, jnp.asarray(ids, jnp.int32),
                   jnp.zeros(b, jnp.int32))
   done = jnp.zeros(b, bool)
+  rest = (jnp.float32(temperature), jnp.float32(top_p),
+          _stop_array(() if eos_id is None else (eos_id,)), jnp.int32(pad_id))
   logprobs = []
   for t in range(max_new_tokens):
-    buf, buf_mask, done, lp = step(params, buf, buf_mask, done, keys, jnp.int32(t),
-                                   jnp.float32(temperature), jnp.float32(top_p))
+    buf, buf_mask, done, lp = step(params, buf, buf_mask, done, keys, jnp.int32(t), *rest)
     logprobs.append(lp)
   return np.asarray(buf[:, p:]), np.asarray(jnp.stack(logprobs, axis=1))

@@ -5,6 +5,8 @@ RL, evaluation) so that its tiny base model has seen the exact prompt shape it i
 """
 from __future__ import annotations
 
+from r1jax.tokenizers import Tokenizer, encode_prompt
+
 # Verbatim from the DeepSeek-R1 paper (Table 1); the completion starts right after "Assistant:".
 R1_ZERO = (
     "A conversation between User and Assistant. The user asks a question, and the Assistant "
@@ -37,14 +39,7 @@ def format_prompt(name_or_template: str, prompt: str) -> str:
   return get_template(name_or_template).replace("{prompt}", prompt)
 
 
-def prompt_ids(tokenizer, text: str) -> list[int]:
-  """Ids of an already formatted prompt, starting with BOS when the tokenizer's documents do.
-
-  r1jax's SentencePiece tokenizers train on `[bos] prompt completion [eos]` documents
-  (`prepend_bos = True`); HF tokenizers say so in their own config. Sampling, RL and evaluation
-  all encode prompts here, so they see the exact ids the model was trained on.
-  """
-  ids = tokenizer.encode(text)
-  if getattr(tokenizer, "prepend_bos", False) and tokenizer.bos_id is not None:
-    ids = [tokenizer.bos_id] + ids
-  return ids
+def prompt_ids(tokenizer: Tokenizer, prompt_text: str) -> list[int]:
+  """Ids of a formatted prompt as training data shows prompts ([bos] + text where there is a
+  bos): what samplers feed the model before its completion."""
+  return encode_prompt(tokenizer, prompt_text)

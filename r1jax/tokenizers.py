@@ -17,16 +17,20 @@ R1_TAGS = ("<think>", "</think>", "<answer>", "</answer>")
 
 @runtime_checkable
 class Tokenizer(Protocol):
-  """What r1jax needs of a tokenizer. Ids are plain ints; decode drops control ids."""
+  """What r1jax needs of a tokenizer. Ids are plain ints; decode drops control ids.
+
+  bos_id is None for models without one (Qwen2.5). r1jax's implementations also take
+  encode(text, add_bos=..., add_eos=...); callers that accept any Tokenizer use encode(text).
+  """
 
   @property
   def vocab_size(self) -> int: ...
   @property
-  def bos_id(self) -> int: ...
+  def bos_id(self) -> int | None: ...
   @property
-  def eos_id(self) -> int: ...
+  def eos_id(self) -> int | None: ...
   @property
-  def pad_id(self) -> int: ...
+  def pad_id(self) -> int | None: ...
   def encode(self, text: str) -> list[int]: ...
   def decode(self, ids: Sequence[int]) -> str: ...
   def id_to_piece(self, i: int) -> str: ...
@@ -93,8 +97,8 @@ class SentencePieceTokenizer:
     pad = self._sp.pad_id()
     return pad if pad >= 0 else self.eos_id
 
-  def encode(self, text: str) -> list[int]:
-    return self._sp.encode(text)
+  def encode(self, text: str, add_bos: bool = False, add_eos: bool = False) -> list[int]:
+    return self._sp.encode(text, add_bos=add_bos, add_eos=add_eos)
 
   def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
     return self._sp.encode(list(texts))
@@ -113,6 +117,14 @@ class SentencePieceTokenizer:
     if i == self._sp.unk_id() and piece != self._sp.id_to_piece(i):
       raise KeyError(f"{piece!r} is not a piece of this tokenizer")
     return i
+
+
+def encode_prompt(tokenizer: Tokenizer, text: str) -> list[int]:
+  """A prompt's ids as the model saw prompts in training: [bos] + text for tokenizers whose
+  documents start with bos (`prepend_bos`: r1jax's SentencePiece ones; HF tokenizers that add
+  no bos by default, such as SmolLM2's, leave it off). Sampling, RL and evaluation all use this."""
+  add_bos = getattr(tokenizer, "prepend_bos", False) and tokenizer.bos_id is not None
+  return tokenizer.encode(text, add_bos=add_bos)
 
 
 def load_tokenizer(path: str) -> Tokenizer:

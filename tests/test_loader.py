@@ -100,7 +100,7 @@ def test_same_seed_same_batches_and_state_restore(data_dir, tok):
 
 def test_padded_rows_one_document_each(data_dir, tok):
   src = toy_tfds.data_source("cold_start", data_dir, WORLD)
-  batch = next(iter(loader.lm_dataset(src, tok, seq_len=160, batch_size=4, pack=False)))
+  batch = next(iter(loader.lm_dataset(src, tok, seq_len=200, batch_size=4, pack=False)))
   docs = _docs_of(batch)
   assert len(docs) == 4 and (batch["segment_ids"].max(axis=1) == 1).all()
   for toks, mask in docs:
@@ -135,3 +135,16 @@ def test_record_batches_epochs_and_shards(data_dir):
   assert len(shards[0]) == len(shards[1]) == 150 and set(shards[0]) | set(shards[1]) == ids
   with pytest.raises(ValueError, match="shard_index"):
     loader.record_dataset(src, batch_size=4, shard_index=2, shard_count=2)
+
+
+class _CharsNoBos:
+  """A tokenizer without bos (like Qwen2.5's): ids are code points, eos is 1."""
+  vocab_size, bos_id, eos_id, pad_id = 0x110000, None, 1, 1
+
+  def encode(self, text):
+    return [ord(c) for c in text]
+
+
+def test_tokenize_without_bos():
+  out = loader.TokenizeLM(_CharsNoBos(), 100).map({"prompt": "ab", "completion": "c"})
+  assert out["tokens"].tolist() == [97, 98, 99, 1] and out["loss_mask"].tolist() == [0, 0, 1, 1]

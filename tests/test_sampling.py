@@ -9,8 +9,8 @@ import pytest
 from r1jax import sharding
 from r1jax.models.config import ModelConfig
 from r1jax.models.transformer import Transformer
-from r1jax.sampling import (Sampler, left_pad, naive_generate, sample_tokens, sequence_logprobs,
-                            token_logprobs)
+from r1jax.sampling import (Sampler, left_pad, naive_generate, row_keys, sample_tokens,
+                            segment_ends, sequence_logprobs, token_logprobs)
 
 TINY = ModelConfig(vocab_size=64, d_model=32, num_layers=2, num_heads=4, num_kv_heads=2,
                    mlp_dim=64, max_seq_len=128, qkv_bias=True, tie_embeddings=False)
@@ -24,14 +24,15 @@ SAMPLE = dict(temperature=1.0, eos_id=None, pad_id=PAD, max_new_tokens=N_NEW)
 def tiny():
   """A tiny model whose head is scaled up so its next-token distributions are peaked."""
   model = Transformer(TINY)
-  params = nn.unbox(model.init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32))["params"])
+  params = nn.unbox(jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 8), jnp.int32))["params"])
   params["lm_head"]["kernel"] = params["lm_head"]["kernel"] * 30.0
   return model, params
 
 
 @pytest.fixture(scope="module")
 def sampler(tiny):
-  return Sampler(tiny[0])
+  """One decode loop over the full cache (compiles fastest); segments are tested against it."""
+  return Sampler(tiny[0], decode_segments=1)
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +66,14 @@ def test_left_pad_layout():
   np.testing.assert_array_equal(mask, [[0, 1, 1], [0, 0, 1]])
 
 
+def test_row_keys_are_distinct_and_independent_of_the_batch():
+  keys = jax.random.key_data(row_keys(jax.random.key(0), jnp.array([0, 1, 0, 1]),
+                                      jnp.array([0, 0, 1, 1])))  # (prompt, sample) pairs
+  assert len({tuple(np.asarray(k).tolist()) for k in keys}) == 4
+  alone = jax.random.key_data(row_keys(jax.random.key(0), jnp.array([1]), jnp.array([0])))
+  np.testing.assert_array_equal(alone[0], keys[1])
+
+
 def test_greedy_cache_decode_equals_full_recompute(tiny, greedy_out):
   model, params = tiny
   out = greedy_out
@@ -94,10 +103,10 @@ def test_tempered_truncated_sampling_reports_both_distributions(tiny, sampler, t
                 eos_id=None, pad_id=PAD, max_new_tokens=N_NEW)
   np.testing.assert_allclose(out.logprobs, teacher_forced(out), atol=1e-5, rtol=0)
   tokens, mask = out.sequences()
-  logits = np.asarray(model.apply({"params": params}, tokens,
-                                  positions=np.maximum(np.cumsum(mask, 1) - 1, 0),
-                                  attention_mask=np.tril(np.ones((30, 30), bool))[None]
-                                  & mask[:, None, :]), np.float64)[:, 19:-1] / 0.7
+  forward = jax.jit(lambda p, t, m: model.apply(
+      {"params": p}, t, positions=jnp.cumsum(m, 1) - 1,
+      attention_mask=jnp.tril(jnp.ones((30, 30), bool))[None] & m[:, None, :]))
+  logits = np.asarray(forward(params, tokens, mask), np.float64)[:, 19:-1] / 0.7  # [4, N, V]
   for r in range(4):
     for t in range(N_NEW):
       probs = np.exp(logits[r, t] - logits[r, t].max())
@@ -123,21 +132,24 @@ def _reference_support(probs: np.ndarray, top_k: int, top_p: float) -> np.ndarra
 
 
 @pytest.mark.parametrize("greedy", [True, False])
-def test_prompt_alone_equals_prompt_in_left_padded_batch(tiny, sampler, greedy):
-  model, params = tiny
-  kwargs = dict(greedy=greedy, rng=jax.random.key(11), **SAMPLE)
-  batch = sampler(params, PROMPTS, **kwargs)
-  for i in (0, 2):  # 3- and 1-token prompts: padded to 16 alone, to 32 in the batch
-    alone = sampler(params, [PROMPTS[i]], prompt_ids=[i], **kwargs)
-    np.testing.assert_array_equal(alone.completions[0], batch.completions[i])
-    np.testing.assert_allclose(alone.logprobs[0], batch.logprobs[i], atol=1e-5, rtol=0)
-    np.testing.assert_allclose(alone.sampling_logprobs[0], batch.sampling_logprobs[i],
+def test_prompt_alone_equals_prompt_in_left_padded_batch(tiny, sampler, greedy, greedy_out,
+                                                        sampled_out):
+  """Seeded sampling too: a row's key depends on (rng, prompt id, sample index, step) only."""
+  params = tiny[1]
+  batch, n = (greedy_out, 1) if greedy else (sampled_out, 2)
+  for i in (0, 2, 3):  # 3, 1 and 7 tokens: left-padded to 16 alone, to 32 in the batch
+    alone = sampler(params, [PROMPTS[i]], prompt_ids=[i], greedy=greedy, rng=jax.random.key(7),
+                    n=n, **SAMPLE)
+    rows = slice(i * n, i * n + n)  # row i * n + j is sample j of prompt i
+    np.testing.assert_array_equal(alone.completions, batch.completions[rows])
+    np.testing.assert_allclose(alone.logprobs, batch.logprobs[rows], atol=1e-5, rtol=0)
+    np.testing.assert_allclose(alone.sampling_logprobs, batch.sampling_logprobs[rows],
                                atol=1e-5, rtol=0)
 
 
 def test_cached_sampling_equals_full_recompute_sampling(tiny, sampler):
   model, params = tiny
-  kwargs = dict(rng=jax.random.key(5), temperature=0.8, top_k=6, top_p=0.85, pad_id=PAD)
+  kwargs = dict(rng=jax.random.key(5), temperature=0.8, top_k=5, top_p=0.9, pad_id=PAD)
   out = sampler(params, PROMPTS, max_new_tokens=N_NEW, eos_id=None, **kwargs)
   tokens, _ = naive_generate(model, params, out.prompt_tokens, N_NEW, out.prompt_mask,
                              greedy=False, **kwargs)
@@ -226,15 +238,13 @@ def test_early_exit_when_every_row_stops_at_the_first_token(tiny, sampler, greed
   assert not out.truncated.any()
 
 
-def test_n_samples_per_prompt_are_grouped_by_prompt(tiny, sampler, sampled_out):
-  model, params = tiny
+def test_n_samples_per_prompt_are_grouped_by_prompt(sampled_out):
   out = sampled_out
   assert out.completions.shape == (8, N_NEW)
   for i, prompt in enumerate(PROMPTS):
     group = slice(2 * i, 2 * i + 2)
     np.testing.assert_array_equal(out.prompt_tokens[group, -len(prompt):], [prompt, prompt])
-    alone = sampler(params, [prompt], prompt_ids=[i], rng=jax.random.key(7), n=2, **SAMPLE)
-    np.testing.assert_array_equal(alone.completions, out.completions[group])
+    np.testing.assert_array_equal(out.prompt_mask[group].sum(1), [len(prompt)] * 2)
   assert (out.completions[0::2] != out.completions[1::2]).any(axis=1).all()  # samples differ
 
 
@@ -273,3 +283,34 @@ def test_array_prompts_and_bad_inputs(tiny, sampler, greedy_out):
     prompts = kwargs.pop("prompts")
     with pytest.raises(ValueError, match=match):
       sampler(params, prompts, **kwargs)
+
+
+def test_sequence_logprobs_on_packed_rows_equal_separate_rows(tiny):
+  model, params = tiny
+  a, b = [4, 8, 15, 16, 23], [42, 7, 9]
+  packed = jnp.array([a + b])
+  seg = jnp.array([[1] * 5 + [2] * 3])
+  pos = jnp.array([list(range(5)) + list(range(3))])
+  fn = jax.jit(sequence_logprobs, static_argnums=0)
+  got = fn(model, params, packed, seg, pos)[0]  # [7]
+  want_a = fn(model, params, jnp.array([a]), jnp.ones((1, 5), bool))[0]
+  want_b = fn(model, params, jnp.array([b]), jnp.ones((1, 3), bool))[0]
+  np.testing.assert_allclose(got[:4], want_a, atol=1e-5, rtol=0)
+  np.testing.assert_allclose(got[5:], want_b, atol=1e-5, rtol=0)  # got[4] crosses the boundary
+
+
+def test_growing_cache_in_segments_changes_nothing(tiny, sampled_out):
+  """Default sampler: the cache grows at steps 1, 2, 5 (of 10); EOS exits inside a segment."""
+  model, params = tiny
+  assert segment_ends(N_NEW, 4) == [1, 2, 5, 10]
+  ref = sampled_out  # one loop over the full cache, no EOS: a stopped row is a prefix of it
+  eos = int(ref.completions[0, 3])
+  out = Sampler(model)(params, PROMPTS, rng=jax.random.key(7), n=2, **{**SAMPLE, "eos_id": eos})
+  for r, row in enumerate(ref.completions):
+    stop = np.flatnonzero(row == eos)
+    length = stop[0] + 1 if len(stop) else N_NEW
+    np.testing.assert_array_equal(out.completions[r, :length], row[:length])
+    np.testing.assert_array_equal(out.completions[r, length:], PAD)
+    np.testing.assert_allclose(out.logprobs[r, :length], ref.logprobs[r, :length],
+                               atol=1e-5, rtol=0)
+    assert out.lengths[r] == length

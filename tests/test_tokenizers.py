@@ -102,3 +102,20 @@ def test_prompt_templates():
   assert templates.format_prompt("Q: {prompt} A:", "{prompt}") == "Q: {prompt} A:"
   with pytest.raises(ValueError, match="unknown template"):
     templates.format_prompt("chatml", "x")
+
+
+class _CharsNoBos:
+  """A tokenizer without bos (like Qwen2.5's): ids are code points, eos is 1."""
+  vocab_size, bos_id, eos_id, pad_id = 0x110000, None, 1, 1
+
+  def encode(self, text):
+    return [ord(c) for c in text]
+
+
+def test_encode_prompt_adds_bos_only_where_there_is_one(tok):
+  assert tokenizers.encode_prompt(tok, "User: 1+2") == [tok.bos_id] + tok.encode("User: 1+2")
+  assert tok.encode("1", add_bos=True, add_eos=True) == [tok.bos_id] + tok.encode("1") + [
+      tok.eos_id]
+  assert tokenizers.encode_prompt(_CharsNoBos(), "ab") == [97, 98]
+  assert templates.prompt_ids(tok, "User: 1+2\nAssistant:") == tokenizers.encode_prompt(
+      tok, "User: 1+2\nAssistant:")

@@ -25,10 +25,22 @@ def _problem_of(prompt: str) -> str:
 
 
 def _step_ok(step: str) -> bool:
-  """Independent check of one 'a<op>b=r' step (r may be a Chinese numeral)."""
+  """Independent check of one 'a<op>b=r' step or fact (r may be a Chinese numeral)."""
   m = re.fullmatch(r"(\d)([+*])(\d)=(.)", step)
   a, op, b, r = int(m[1]), m[2], int(m[3]), int(ZH.get(m[4], m[4]))
   return r == ((a + b) if op == "+" else (a * b)) % 10
+
+
+def _trace_ok(problem: str, trace: str) -> bool:
+  """Steps chain left to right: step k reads the previous result and operand k + 1."""
+  parts, acc = trace.split(" "), problem[0]
+  if len(parts) != len(problem) // 2:
+    return False
+  for k, step in enumerate(parts):
+    if not _step_ok(step) or step[0] != acc or step[1:3] != problem[2 * k + 1:2 * k + 3]:
+      return False
+    acc = ZH.get(step[-1], step[-1])
+  return True
 
 
 def test_solve_by_hand():
@@ -114,8 +126,7 @@ def test_corpus_mix_and_traces(corpus):
     problem = _problem_of(d["prompt"])
     if d["kind"] in ("think", "mixed"):
       m = re.fullmatch(r"<think>(.*)</think><answer>(\d)</answer>", d["completion"])
-      trace = m[1].split(" ")
-      assert len(trace) == len(problem) // 2 and all(_step_ok(s) for s in trace)
+      assert _trace_ok(problem, m[1])
       assert m[2] == tw.solve(problem) and tw.is_correct(d["completion"], tw.solve(problem))
       assert (d["kind"] == "think") == (not any(c in ZH for c in m[1]))
 
@@ -130,7 +141,7 @@ def test_direct_answers_have_the_configured_error_rate(corpus):
   assert abs(sum(right) / len(right) - 0.15) < 0.015  # sd 0.004 at n ~ 9,700
 
 
-def test_mixed_traces_use_chinese_numerals_for_step_results():
+def test_mixed_traces_all_chinese_at_step_prob_one():
   cfg = dataclasses.replace(SMALL, think_share=1.0, mixed_share=1.0, mixed_step_prob=1.0)
   for d in itertools.islice(tw.corpus(cfg), 200):
     if d["kind"] == "mixed":
@@ -146,8 +157,10 @@ def test_cold_start_is_readable_english_r1_format():
     m = re.fullmatch(r"<think>(.+)</think>(.+)<answer>(\d)</answer>", c)
     assert m and m[3] == r["answer"] == tw.solve(r["problem"]) and tw.is_correct(c, r["answer"])
     assert f"{r['problem']} is {r['answer']}" in m[2]  # the summary
-    check = m[1].split("Check: ")[1].rstrip(".").split(" ")
-    assert all(_step_ok(s) for s in check) and len(check) == len(r["problem"]) // 2
+    head, check = m[1].split(" Check: ")
+    assert check.endswith(".") and _trace_ok(r["problem"], check[:-1])
+    for a, op, b, res in tw.steps(r["problem"]):  # the worded steps
+      assert f"{a} {'plus' if op == '+' else 'times'} {b} is {res}" in head
     assert r["prompt"] == templates.format_prompt("toy", r["problem"])
 
 

@@ -4,6 +4,7 @@ Two shapes come out:
 - `lm_dataset`: rows for next-token training on (prompt, completion) documents, packed or
   padded to [B, L]:
     tokens       int32 [B, L]  [bos] prompt completion [eos], document after document
+                               (prompt ids from tokenizers.encode_prompt, as samplers use)
     loss_mask    int32 [B, L]  1 on completion tokens and their eos (the tokens to predict)
     segment_ids  int32 [B, L]  1, 2, ... per document in the row; 0 is padding
     positions    int32 [B, L]  position within the document
@@ -24,7 +25,7 @@ from typing import Any, Sequence
 import grain
 import numpy as np
 
-from r1jax.tokenizers import Tokenizer
+from r1jax.tokenizers import Tokenizer, encode_prompt
 
 
 def decode_record(record: dict) -> dict:
@@ -35,21 +36,22 @@ def decode_record(record: dict) -> dict:
 class TokenizeLM(grain.transforms.Map):
   """{prompt, completion} record -> tokens/loss_mask, int32 [n], n <= max_len.
 
-  The document is [bos] + prompt + completion + [eos]; loss_mask marks the completion and eos.
-  Documents longer than max_len tokens are cut at the end.
+  The document is encode_prompt(prompt) + completion + [eos] (encode_prompt adds bos when the
+  tokenizer has one; samplers encode prompts the same way); loss_mask marks the completion and
+  eos. Documents longer than max_len tokens are cut at the end.
   """
 
   def __init__(self, tokenizer: Tokenizer, max_len: int, prompt_field: str = "prompt",
-               completion_field: str = "completion", add_bos: bool = True, add_eos: bool = True):
+               completion_field: str = "completion", add_eos: bool = True):
     self.tokenizer, self.max_len = tokenizer, max_len
     self.prompt_field, self.completion_field = prompt_field, completion_field
-    self.add_bos, self.add_eos = add_bos, add_eos
+    self.add_eos = add_eos
 
   def map(self, element: dict) -> dict[str, np.ndarray]:
     r = decode_record(element)
-    tok = self.tokenizer
-    prompt = ([tok.bos_id] if self.add_bos else []) + tok.encode(r[self.prompt_field])
-    completion = tok.encode(r[self.completion_field]) + ([tok.eos_id] if self.add_eos else [])
+    prompt = encode_prompt(self.tokenizer, r[self.prompt_field])
+    completion = self.tokenizer.encode(r[self.completion_field])
+    completion += [self.tokenizer.eos_id] if self.add_eos else []
     if not completion:
       raise ValueError(f"document has no completion tokens to learn: {r}")
     return {"tokens": np.asarray(prompt + completion, np.int32)[:self.max_len],

@@ -29,9 +29,7 @@ def load_problems(data_cfg, split: str) -> list[dict[str, Any]]:
   name = data_cfg.dataset
   if name == "toy":
     world = toy_world_config(data_cfg)
-    kind = "rl" if split == "train" else "heldout"
-    src = toy_tfds.data_source(kind, data_dir, world)
-    return sorted((toy_tfds.decode_record(src[i]) for i in range(len(src))), key=lambda r: r["id"])
+    return toy_tfds.load_records("rl" if split == "train" else "heldout", data_dir, world)
   options = dict(data_cfg.get("options", {}) or {})
   return benchmarks.load_benchmark(name, data_dir=data_dir, manual_dir=data_cfg.get("manual_dir"),
                                    split=split, **options)

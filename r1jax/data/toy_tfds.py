@@ -1,7 +1,8 @@
 """TFDS builders for the toy world, written as array_record and read without TensorFlow.
 
 One builder per data set. The builder config is named after the seed and a digest of the whole
-`ToyWorldConfig`, so a changed knob lands in a new directory instead of reusing stale files:
+`ToyWorldConfig` and of the generator's format version, so a changed knob or generator lands
+in a new directory instead of reusing stale files:
 `DATA_DIR/r1jax_toy_corpus/seed0-1a2b3c4d/1.0.0/`. Reading goes through
 `builder.as_data_source()` (random access, TF-free); prompt sets use the benchmark record shape
 (id, problem, answer) so evaluation treats the held-out set like any benchmark.
@@ -31,7 +32,9 @@ _TEXT_FIELDS = {
 
 
 def config_name(world: toy_world.ToyWorldConfig) -> str:
-  digest = hashlib.sha256(json.dumps(dataclasses.asdict(world), sort_keys=True).encode())
+  """seed<N>-<digest of every knob and the generator's FORMAT_VERSION>."""
+  key = {"world": dataclasses.asdict(world), "format": toy_world.FORMAT_VERSION}
+  digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode())
   return f"seed{world.seed}-{digest.hexdigest()[:8]}"
 
 

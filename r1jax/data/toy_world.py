@@ -1,14 +1,14 @@
 """The toy world: a seeded arithmetic world in which every stage of R1 does something on a CPU.
 
-Problems are `+`/`*` chains over single digits, evaluated strictly left to right with mod 10 after
-each operation (`0*1+5+7*9` -> 0, 5, 2, 8 -> "8"). The answer is not a linear reduction of the
-digits, so a small model cannot average its way to it: direct answers in the corpus are mostly
-wrong, step-by-step traces (one operation per step) are right, and arithmetic fact documents
-(`7*8=6`) make the steps learnable. The corpus's share of traces sets the base model's accuracy
-(about think_share * trace_acc + (1 - think_share) * direct_acc), which leaves room for R1-Zero RL
-to find thinking. Some traces write step results as Chinese numerals (language mixing for the
-language-consistency reward); cold-start samples are readable English long CoT with a summary;
-instruction-following prompts carry preference pairs for a reward model.
+Problems are `+`/`*` chains over single digits, evaluated strictly left to right with mod 10
+after each operation (`0*1+5+7*9` = 0+5+7*9 = 5+7*9 = 2*9 = 8). The answer is not a linear
+reduction of the digits, so a small model cannot average its way to it: direct answers in the
+corpus are mostly wrong, step-by-step traces (one operation per step) are right, and arithmetic
+fact documents (`7*8=6`) make the steps learnable. The corpus's share of traces sets the base
+model's accuracy (about think_share * trace_acc + (1 - think_share) * direct_acc), which leaves
+room for R1-Zero RL to find thinking. Some traces write step results as Chinese numerals
+(language mixing for the language-consistency reward); cold-start samples are readable English long CoT
+with a summary; instruction-following prompts carry preference pairs for a reward model.
 
 Held-out test problems come from a region of problem space chosen by a hash of the problem text,
 which no training split ever samples: train and test are disjoint by construction.
@@ -25,6 +25,8 @@ from r1jax import tokenizers
 from r1jax.templates import format_prompt
 
 TEMPLATE = "toy"
+# Bump whenever the generated text changes: prepared TFDS data is keyed by it.
+FORMAT_VERSION = 3
 OPS = "+*"
 ZH_DIGITS = "〇一二三四五六七八九"  # 0..9 as Chinese numerals, the toy world's second language
 WORDS = ("cat", "dog", "sun", "tree", "book", "moon", "fish", "bird", "lamp", "rain", "star",
@@ -43,8 +45,10 @@ class ToyWorldConfig:
 
   seed: int = 0
   # Difficulty: operands per problem, drawn uniformly from [min, max]; steps = operands - 1.
-  min_operands: int = 4
-  max_operands: int = 6
+  # Fixed width is the default: a trace fetches operand k from the prompt by position, which a
+  # small model learns far faster when every prompt has the same layout.
+  min_operands: int = 5
+  max_operands: int = 5
   # Share of problem space (by hash of the problem text) reserved for held-out test problems.
   test_fraction: float = 0.05
   # Corpus mix: arithmetic facts, instruction-following text; the rest are reasoning documents.
@@ -167,7 +171,7 @@ def think_completion(problem: str) -> str:
 
 
 def mixed_completion(rng: random.Random, cfg: ToyWorldConfig, problem: str) -> str:
-  """A correct trace with some step results as Chinese numerals (at least one): `5+7=二 2*9=8`."""
+  """A correct trace with some step results (at least one) as Chinese numerals: `5+7=二 2*9=8`."""
   st = steps(problem)
   zh = [rng.random() < cfg.mixed_step_prob for _ in st]
   if not any(zh):
@@ -177,13 +181,13 @@ def mixed_completion(rng: random.Random, cfg: ToyWorldConfig, problem: str) -> s
 
 
 def cold_start_completion(problem: str) -> str:
-  """Readable English long CoT with a check pass, then a one-line summary and the tagged answer."""
+  """Readable English long CoT, a check pass, a one-line summary, then the tagged answer."""
   st = steps(problem)
   words = " ".join(f"{a} {'plus' if op == '+' else 'times'} {b} is {r}." for a, op, b, r in st)
   check = " ".join(f"{a}{op}{b}={r}" for a, op, b, r in st)
   ans = solve(problem)
-  return (f"<think>Go left to right and keep the last digit. Start at {st[0][0]}. {words} "
-          f"Check: {check}.</think>So {problem} is {ans}.<answer>{ans}</answer>")
+  return (f"<think>Work left to right, keeping only the last digit. {words} Check: {check}."
+          f"</think>So {problem} is {ans}.<answer>{ans}</answer>")
 
 
 # ------------------------------------------------------------------------------- general prompts
@@ -266,12 +270,13 @@ def preferences(cfg: ToyWorldConfig) -> list[dict]:
 
 
 def tokenizer_texts(cfg: ToyWorldConfig, max_docs: int = 20_000) -> Iterator[str]:
-  """Full texts covering every kind of toy document, for training the toy tokenizer."""
+  """Full texts of every kind of toy document for training the toy tokenizer (a fixed sample,
+  so the tokenizer does not change with the split sizes)."""
   for d in corpus(dataclasses.replace(cfg, corpus_size=max_docs)):
     yield d["prompt"] + d["completion"]
-  for d in cold_start(dataclasses.replace(cfg, cold_start_size=min(cfg.cold_start_size, 500))):
+  for d in cold_start(dataclasses.replace(cfg, cold_start_size=max_docs // 40)):
     yield d["prompt"] + d["completion"]
-  for d in preferences(dataclasses.replace(cfg, preference_size=min(cfg.preference_size, 500))):
+  for d in preferences(dataclasses.replace(cfg, preference_size=max_docs // 40)):
     yield d["prompt"] + d["chosen"]
 
 

@@ -109,6 +109,10 @@ class Rollout:
   prompts: list[str]
   answers: list[str]
 
+  @property
+  def prompt_len(self) -> int:
+    return self.tokens.shape[1] - self.completion_mask.shape[1]
+
 
 def _pad_to(x: np.ndarray, length: int, left: bool, value=0) -> np.ndarray:
   pad = length - x.shape[1]
@@ -119,16 +123,22 @@ def _pad_to(x: np.ndarray, length: int, left: bool, value=0) -> np.ndarray:
 
 
 def concat_rollouts(parts: Sequence[Rollout]) -> Rollout:
-  """Joins rollouts from several sampling rounds (prompt lengths may differ: re-pad on the left)."""
+  """Joins rollouts from several sampling rounds; prompts are re-padded on the left and
+  completions on the right to the widest of the parts."""
   if len(parts) == 1:
     return parts[0]
-  nc = parts[0].completion_mask.shape[1]
-  p = max(r.tokens.shape[1] - nc for r in parts)
+  nc = max(r.completion_mask.shape[1] for r in parts)
+  p = max(r.prompt_len for r in parts)
+
+  def rows(r: Rollout, x: np.ndarray) -> np.ndarray:  # [N, P_r + Nc_r] -> [N, p + nc]
+    return _pad_to(_pad_to(x, r.tokens.shape[1] + nc - r.completion_mask.shape[1], left=False),
+                   p + nc, left=True)
+
   cat = lambda f: np.concatenate([f(r) for r in parts])  # noqa: E731
   return Rollout(
-      tokens=cat(lambda r: _pad_to(r.tokens, p + nc, left=True)),
-      seq_mask=cat(lambda r: _pad_to(r.seq_mask, p + nc, left=True)),
-      completion_mask=cat(lambda r: r.completion_mask), sampler_logp=cat(lambda r: r.sampler_logp),
+      tokens=cat(lambda r: rows(r, r.tokens)), seq_mask=cat(lambda r: rows(r, r.seq_mask)),
+      completion_mask=cat(lambda r: _pad_to(r.completion_mask, nc, left=False)),
+      sampler_logp=cat(lambda r: _pad_to(r.sampler_logp, nc, left=False)),
       truncated=cat(lambda r: r.truncated), rewards=cat(lambda r: r.rewards),
       reward_parts={k: cat(lambda r, k=k: r.reward_parts[k]) for k in parts[0].reward_parts},
       reward_failures={k: sum(r.reward_failures[k] for r in parts) for k in parts[0].reward_failures},
@@ -152,9 +162,12 @@ def sample_groups(sampler, params, tokenizer, reward_set, prompt_texts: Sequence
   out = sampler(params, ids, rng=rng, max_new_tokens=cfg.max_new_tokens,
                 temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k, n=cfg.group_size,
                 eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id)
-  comp = np.asarray(out.completions)
   cmask = np.asarray(out.completion_mask).astype(np.int32)
   lengths = cmask.sum(1)
+  # Train on the columns that hold tokens (rounded up to a multiple of 16 to bound recompiles):
+  # completions far shorter than the budget then cost no padded compute.
+  width = min(cmask.shape[1], -(-max(int(lengths.max()), 1) // 16) * 16)
+  comp, cmask = np.asarray(out.completions)[:, :width], cmask[:, :width]
   texts = [tokenizer.decode([t for t in row[:n] if t != tokenizer.eos_id])
            for row, n in zip(comp.tolist(), lengths.tolist())]
   g = cfg.group_size
@@ -164,7 +177,7 @@ def sample_groups(sampler, params, tokenizer, reward_set, prompt_texts: Sequence
                                       truncated=np.asarray(out.truncated))
   tokens = np.concatenate([np.asarray(out.prompt_tokens), comp], axis=1).astype(np.int32)
   seq_mask = np.concatenate([np.asarray(out.prompt_mask).astype(np.int32), cmask], axis=1)
-  return Rollout(tokens, seq_mask, cmask, np.asarray(out.logprobs, np.float32),
+  return Rollout(tokens, seq_mask, cmask, np.asarray(out.logprobs, np.float32)[:, :width],
                  np.asarray(out.truncated, bool), total, parts, failures, texts, prompts, golds)
 
 

@@ -20,6 +20,7 @@ import tqdm
 from r1jax import evaluation, grading
 from r1jax.data import benchmarks
 from r1jax import templates
+from r1jax.errors import ConfigError
 from r1jax.templates import format_prompt
 
 log = logging.getLogger(__name__)
@@ -203,7 +204,7 @@ def load_problems(config) -> list[dict]:
 def run(config, workdir: str) -> dict:
   """Samples (config.checkpoint) or regrades (config.completions_file), then writes the outputs."""
   if bool(config.checkpoint) == bool(config.completions_file):
-    raise ValueError("set exactly one of --config.checkpoint (sample and grade) and "
+    raise ConfigError("set exactly one of --config.checkpoint (sample and grade) and "
                      "--config.completions_file (regrade completions already made)")
   settings = resolve_settings(config)
   if config.completions_file:
@@ -214,7 +215,7 @@ def run(config, workdir: str) -> dict:
     default_name = os.path.splitext(os.path.basename(config.completions_file))[0]
   else:
     if not config.dataset:
-      raise ValueError("sampling needs --config.dataset (gsm8k, aime24, amc23, math_jsonl, toy)")
+      raise ConfigError("sampling needs --config.dataset (gsm8k, aime24, amc23, math_jsonl, toy)")
     samples = sample_from_checkpoint(config, settings, load_problems(config))
     source = {"checkpoint": config.checkpoint, **{
         key: settings[key] for key in ("k", "max_new_tokens", "temperature", "top_p", "top_k",

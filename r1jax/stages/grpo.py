@@ -24,7 +24,10 @@ from r1jax.sampling import Sampler
 
 
 def grpo_config(rl) -> grpo.GRPOConfig:
-  loss = losses.LossConfig(**dict(rl.loss))
+  loss_fields = dict(rl.loss)
+  if loss_fields.get("max_tokens") is None:  # Dr.GRPO's constant budget: the completion budget
+    loss_fields["max_tokens"] = rl.max_new_tokens
+  loss = losses.LossConfig(**loss_fields)
   fields = {k: rl[k] for k in rl.keys() if k not in ("loss", "num_prompts", "ref_reset_every")}
   return grpo.GRPOConfig(loss=loss, **fields)
 
@@ -164,8 +167,7 @@ def run(config, workdir: str) -> dict[str, Any]:
     rollout, ds_stats = grpo.collect_rollout(sample_fn, config.rl.num_prompts, cfg,
                                              jax.random.fold_in(rng, 1))
     t1 = time.perf_counter()
-    prompt_len = rollout.tokens.shape[1] - cfg.max_new_tokens
-    logprob_fn, update_fn = fns_for(prompt_len)
+    logprob_fn, update_fn = fns_for(rollout.prompt_len)
     state, train_metrics = grpo.train_on_rollout(
         state, rollout, cfg=cfg, update_fn=update_fn, logprob_fn=logprob_fn,
         ref_params=ref_params, mesh=mesh, rng=jax.random.fold_in(rng, 2))

@@ -1,0 +1,175 @@
+"""r1jax performance figures on whatever backend JAX has, all measured in one run.
+
+  python experiments/benchmark.py [--out=FILE.json] [--quick]
+
+- matmul peak: FLOP/s of a large jitted float32 matmul (the machine's own ceiling);
+- train MFU: forward + backward + AdamW on the 'bench-38m' preset, as a fraction of that peak;
+- decode: greedy tokens/s of the KV-cache sampler on the 'bench-decode' shape (batch 32,
+  32-token prompts, 64 new tokens), its speed-up over a sampler that recomputes the whole prefix
+  every step (256 new tokens), and how decode time grows with the number of new tokens;
+- one full GRPO step (G=8 x 4 prompts, 32-token prompts, 64-token completions): sampling, old and
+  reference log-probs, update, with the split.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import platform
+import time
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import app, flags
+
+from r1jax import sft, sharding, training
+from r1jax.models.config import get_model_config
+from r1jax.models.transformer import Transformer
+from r1jax.rl import grpo, losses
+from r1jax.sampling import Sampler, naive_generate
+
+_OUT = flags.DEFINE_string("out", None, "Write the figures as JSON here.")
+_QUICK = flags.DEFINE_bool("quick", False, "Fewer repeats (a smoke run, not for the README).")
+
+
+def timed(fn, repeats: int) -> float:
+  """Best wall time of `repeats` calls after one warm-up (compilation) call."""
+  jax.block_until_ready(fn())
+  best = float("inf")
+  for _ in range(repeats):
+    t = time.perf_counter()
+    jax.block_until_ready(fn())
+    best = min(best, time.perf_counter() - t)
+  return best
+
+
+def matmul_peak(n: int, repeats: int) -> float:
+  a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+  b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
+  f = jax.jit(lambda x, y: x @ y)
+  return 2.0 * n ** 3 / timed(lambda: f(a, b), repeats)
+
+
+def train_mfu(peak: float, repeats: int, batch: int = 8, seq_len: int = 256) -> dict:
+  cfg = get_model_config("bench-38m")
+  model = Transformer(cfg)
+  mesh = sharding.make_mesh()
+  tx = optax.adamw(1e-4)
+  state, shards = training.init_state(model, tx, mesh, sharding.DEFAULT_RULES, jax.random.key(0))
+  step = training.jit_update(functools.partial(sft.next_token_loss, model), tx, mesh,
+                             sharding.DEFAULT_RULES, shards)
+  rng = np.random.default_rng(0)
+  batch_np = {"tokens": rng.integers(0, cfg.vocab_size, (batch, seq_len + 1)).astype(np.int32),
+              "loss_mask": np.ones((batch, seq_len + 1), np.int32)}
+  data = training.shard_batch(batch_np, mesh)
+  holder = {"state": state}
+
+  def run():
+    holder["state"], metrics = step(holder["state"], data)
+    return metrics["loss"]
+  t = timed(run, repeats)
+  flops = 3.0 * cfg.flops_per_token(seq_len) * batch * seq_len  # forward + backward = 3x forward
+  return {"train_model": "bench-38m", "train_params": cfg.num_params(), "train_step_s": t,
+          "train_tokens_per_s": batch * seq_len / t, "train_flops_per_s": flops / t,
+          "train_mfu": flops / t / peak}
+
+
+def decode(repeats: int) -> dict:
+  cfg = get_model_config("bench-decode")
+  model = Transformer(cfg)
+  params = nn.unbox(model.init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32))["params"])
+  rng = np.random.default_rng(0)
+  prompts = rng.integers(4, cfg.vocab_size, (32, 32)).tolist()
+  sampler = Sampler(model)
+  eos = -1  # never stop early: every row decodes the full budget
+
+  def kv(n):
+    return lambda: sampler(params, prompts, rng=jax.random.key(0), max_new_tokens=n, greedy=True,
+                           eos_id=eos, pad_id=0).completions
+  out = {}
+  for n in (64, 128, 256):
+    out[f"decode_s_{n}"] = timed(kv(n), repeats)
+  out["decode_tokens_per_s"] = 32 * 64 / out["decode_s_64"]
+  prompt_arr = jnp.asarray(prompts, jnp.int32)
+  naive = lambda: naive_generate(model, params, prompt_arr, 256, greedy=True)  # noqa: E731
+  out["naive_decode_s_256"] = timed(naive, max(1, repeats // 2))
+  out["decode_speedup_vs_recompute"] = out["naive_decode_s_256"] / out["decode_s_256"]
+  out["decode_time_ratio_256_vs_64"] = out["decode_s_256"] / out["decode_s_64"]
+  return out
+
+
+class _Tok:
+  """Ids pass through as text; lets the GRPO step run on random prompts without a tokenizer."""
+  eos_id, pad_id, bos_id = 1, 0, None
+
+  def encode(self, text):
+    return [int(t) for t in text.split()]
+
+  def decode(self, ids):
+    return " ".join(map(str, ids))
+
+
+def grpo_step(repeats: int) -> dict:
+  cfg = get_model_config("bench-decode")
+  model = Transformer(cfg)
+  mesh = sharding.make_mesh()
+  rules = sharding.DEFAULT_RULES
+  rl = grpo.GRPOConfig(group_size=8, max_new_tokens=64, loss=losses.LossConfig(beta=0.04))
+  tx = optax.adamw(1e-5)
+  state, shards = training.init_state(model, tx, mesh, rules, jax.random.key(0))
+  ref = jax.tree.map(jnp.copy, state["params"])
+  rng = np.random.default_rng(0)
+  prompts = [" ".join(map(str, rng.integers(4, cfg.vocab_size, 32))) for _ in range(4)]
+  sampler = Sampler(model, mesh=mesh, rules=rules)
+  holder = {"state": state, "split": {}, "fns": {}}
+
+  def fns(prompt_len):  # the sampler buckets prompt lengths; one compiled pair per bucket
+    if prompt_len not in holder["fns"]:
+      holder["fns"][prompt_len] = (
+          grpo.make_logprob_fn(model, mesh, rules, prompt_len),
+          training.jit_update(grpo.make_grpo_loss(model, rl.loss, prompt_len), tx, mesh, rules,
+                              shards))
+    return holder["fns"][prompt_len]
+
+  def reward_set(prompts, texts, golds, **kw):  # any reward with spread: the step's cost is fixed
+    total = np.array([len(t) % 3 for t in texts], np.float32)
+    return total, {"r": total}, {"r": 0}
+
+  def run():
+    t0 = time.perf_counter()
+    r = grpo.sample_groups(sampler, holder["state"]["params"], _Tok(), reward_set, prompts,
+                           ["0"] * 4, rl, jax.random.key(0))
+    t1 = time.perf_counter()
+    logprob_fn, update = fns(r.prompt_len)
+    holder["state"], m = grpo.train_on_rollout(
+        holder["state"], r, cfg=rl, update_fn=update, logprob_fn=logprob_fn, ref_params=ref,
+        mesh=mesh, rng=jax.random.key(1))
+    holder["split"] = {"grpo_sampling_s": t1 - t0, "grpo_logprobs_s": m["time/logprobs_s"],
+                       "grpo_update_s": m["time/update_s"]}
+    return holder["state"]["step"]
+  t = timed(run, repeats)
+  return {"grpo_step_s": t, **holder["split"]}
+
+
+def main(_):
+  repeats = 2 if _QUICK.value else 5
+  info = {"backend": jax.default_backend(), "devices": jax.device_count(),
+          "device_kind": jax.devices()[0].device_kind, "cpu": platform.processor() or
+          platform.machine(), "jax": jax.__version__, "date": time.strftime("%Y-%m-%d")}
+  peak = matmul_peak(1024 if _QUICK.value else 2048, repeats)
+  figures = {**info, "matmul_peak_flops": peak}
+  figures.update(train_mfu(peak, repeats))
+  figures.update(decode(repeats))
+  figures.update(grpo_step(repeats))
+  width = max(map(len, figures))
+  for k, v in figures.items():
+    print(f"{k:<{width}}  {v:,.4g}" if isinstance(v, float) else f"{k:<{width}}  {v}")
+  if _OUT.value:
+    with open(_OUT.value, "w") as f:
+      json.dump(figures, f, indent=2, sort_keys=True)
+
+
+if __name__ == "__main__":
+  app.run(main)
