@@ -53,7 +53,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.optim.end_lr_factor = 0.1
   c.optim.weight_decay = 0.01
   c.optim.b1 = 0.9
-  c.optim.b2 = 0.99
+  c.optim.b2 = 0.999
   c.optim.grad_clip = 1.0
 
   # Held-out pass@1 of the base, with the protocol configs/grpo_zero.py logs at its step 0.

@@ -83,7 +83,7 @@ def decode(repeats: int) -> dict:
   rng = np.random.default_rng(0)
   prompts = rng.integers(4, cfg.vocab_size, (32, 32)).tolist()
   sampler = Sampler(model)
-  eos = -1  # never stop early: every row decodes the full budget
+  eos = None  # never stop early: every row decodes the full budget
 
   def kv(n):
     return lambda: sampler(params, prompts, rng=jax.random.key(0), max_new_tokens=n, greedy=True,

@@ -123,8 +123,10 @@ def encode_prompt(tokenizer: Tokenizer, text: str) -> list[int]:
   """A prompt's ids as the model saw prompts in training: [bos] + text for tokenizers whose
   documents start with bos (`prepend_bos`: r1jax's SentencePiece ones; HF tokenizers that add
   no bos by default, such as SmolLM2's, leave it off). Sampling, RL and evaluation all use this."""
-  add_bos = getattr(tokenizer, "prepend_bos", False) and tokenizer.bos_id is not None
-  return tokenizer.encode(text, add_bos=add_bos)
+  ids = tokenizer.encode(text)
+  if getattr(tokenizer, "prepend_bos", False) and tokenizer.bos_id is not None:
+    ids = [tokenizer.bos_id] + ids
+  return ids
 
 
 def load_tokenizer(path: str) -> Tokenizer:
