@@ -14,6 +14,7 @@ loads onto 1 and back. Saving is asynchronous; `restore` and `close` wait for pe
 from __future__ import annotations
 
 import base64
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -153,9 +154,15 @@ def _read_json(path: epath.Path) -> Any:
   return _from_json(ocp.JsonCheckpointHandler().restore(path)["value"])
 
 
+def absolute(path: epath.PathLike) -> epath.Path:
+  """Orbax wants absolute paths: local relative paths are resolved, URLs (gs://) kept."""
+  text = os.fspath(path)
+  return epath.Path(text if "://" in text else os.path.abspath(text))
+
+
 def _resolve_step_dir(path_or_dir: epath.PathLike, step: int | None) -> epath.Path:
   """A step directory from either a step directory or a run directory (+ optional step)."""
-  path = epath.Path(path_or_dir)
+  path = absolute(path_or_dir)
   if (path / STATE).exists():
     if step is not None:
       raise ValueError(f"{path} is a single step's directory; do not pass step={step}")
@@ -215,7 +222,7 @@ class Checkpointer:
       raise ValueError(f"max_to_keep must be >= 1 (or None: keep all), got {max_to_keep}")
     if save_interval_steps < 1:
       raise ValueError(f"save_interval_steps must be >= 1, got {save_interval_steps}")
-    self.directory = epath.Path(directory)
+    self.directory = absolute(directory)
     self.directory.mkdir(parents=True, exist_ok=True)
     options = ocp.CheckpointManagerOptions(
         max_to_keep=max_to_keep, save_interval_steps=save_interval_steps, create=True,

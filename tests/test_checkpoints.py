@@ -215,3 +215,14 @@ def test_clear_errors(tmp_path, mesh):
           "raw_rng": jax.ShapeDtypeStruct(typed.shape, typed.dtype, sharding=one)})
   with pytest.raises(FileNotFoundError, match="does not exist"):
     restore_params(tmp_path / "nowhere")
+
+
+def test_relative_directory_is_resolved(tmp_path, monkeypatch):
+  """`--workdir=workdirs/run` (relative) must work: orbax itself only takes absolute paths."""
+  monkeypatch.chdir(tmp_path)
+  state = {"params": {"w": np.arange(6, dtype=np.float32).reshape(2, 3)}, "step": 1}
+  with checkpoints.Checkpointer("runs/rel") as ckpt:
+    ckpt.save(1, state)
+    ckpt.wait_until_finished()
+  np.testing.assert_array_equal(
+      checkpoints.restore_params("runs/rel")["w"], state["params"]["w"])
