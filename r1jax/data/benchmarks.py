@@ -97,8 +97,22 @@ class _JsonlBenchmark(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     raise FileNotFoundError(f"{self.name}: no {self._file_name()} in manual_dir. "
                             f"{self.MANUAL_DOWNLOAD_INSTRUCTIONS}")
 
+  # Further splits: name -> (file name in manual_dir, URL or None). Built when their file is
+  # there (or downloadable), so a manual_dir holding only the test file still works.
+  EXTRA_SPLITS: dict[str, tuple[str, str | None]] = {}
+
   def _split_generators(self, dl_manager):
-    return {self._split_name(): self._generate_examples(self._source_file(dl_manager))}
+    splits = {self._split_name(): self._generate_examples(self._source_file(dl_manager))}
+    for split, (file_name, url) in self.EXTRA_SPLITS.items():
+      try:
+        local = dl_manager.manual_dir / file_name
+      except AssertionError:
+        local = None
+      if local is not None and local.exists():
+        splits[split] = self._generate_examples(local)
+      elif url:
+        splits[split] = self._generate_examples(dl_manager.download(url))
+    return splits
 
   def _generate_examples(self, path):
     for line_no, row in _read_jsonl(path):
@@ -113,7 +127,10 @@ class Gsm8k(_JsonlBenchmark):
   """GSM8K test set (Cobbe et al., 2021): 1,319 grade-school word problems; gold after '####'."""
 
   name = "gsm8k"
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {"1.0.0": "Initial release.", "1.1.0": "The train split (RL prompts)."}
   URL = GSM8K_URL
+  EXTRA_SPLITS = {"train": ("train.jsonl", GSM8K_URL.replace("test.jsonl", "train.jsonl"))}
   HOMEPAGE = "https://github.com/openai/grade-school-math"
 
   def _record(self, line_no, row):
