@@ -32,6 +32,8 @@ from r1jax.sampling import Sampler, naive_generate
 
 _OUT = flags.DEFINE_string("out", None, "Write the figures as JSON here.")
 _QUICK = flags.DEFINE_bool("quick", False, "Fewer repeats (a smoke run, not for the README).")
+_PARTS = flags.DEFINE_list("parts", ["train", "decode", "grpo"], "Which figures to measure "
+                           "(the matmul peak always is): train, decode, grpo.")
 
 
 def timed(fn, repeats: int) -> float:
@@ -162,9 +164,12 @@ def main(_):
           platform.machine(), "jax": jax.__version__, "date": time.strftime("%Y-%m-%d")}
   peak = matmul_peak(1024 if _QUICK.value else 2048, repeats)
   figures = {**info, "matmul_peak_flops": peak}
-  figures.update(train_mfu(peak, repeats))
-  figures.update(decode(repeats))
-  figures.update(grpo_step(repeats))
+  parts = {"train": lambda: train_mfu(peak, repeats), "decode": lambda: decode(repeats),
+           "grpo": lambda: grpo_step(repeats)}
+  for name in _PARTS.value:
+    if name not in parts:
+      raise app.UsageError(f"unknown part {name!r}; choose from {sorted(parts)}")
+    figures.update(parts[name]())
   width = max(map(len, figures))
   for k, v in figures.items():
     print(f"{k:<{width}}  {v:,.4g}" if isinstance(v, float) else f"{k:<{width}}  {v}")

@@ -16,6 +16,8 @@ deviations, the same arithmetic as the single-device path).
 """
 from __future__ import annotations
 
+import functools
+
 from typing import Sequence
 
 import jax
@@ -72,13 +74,18 @@ def sharded_group_advantages(rewards: jax.Array, group_size: int, mesh: Mesh,
   axes = tuple(a for a in data_axes if a in mesh.axis_names)
   if not axes:
     return group_advantages(rewards, group_size, scale=scale, eps=eps)
-  num_shards = 1
-  for a in axes:
-    num_shards *= mesh.shape[a]
+  num_shards = _num_shards(mesh, axes)
   if n % num_shards:
     raise ValueError(f"number of rewards {n} is not divisible by the {num_shards} shards of "
                      f"mesh axes {axes}")
-  local_n = n // num_shards
+  return _sharded_fn(n, num_groups, group_size, mesh, axes, scale, float(eps))(rewards)
+
+
+@functools.lru_cache(maxsize=64)
+def _sharded_fn(n: int, num_groups: int, group_size: int, mesh: Mesh, axes: tuple[str, ...],
+                scale: str, eps: float):
+  """The jitted shard_map for one static setting: built once, so each step does not recompile."""
+  local_n = n // _num_shards(mesh, axes)
 
   def local(r_loc):  # r_loc [N / num_shards]
     r_loc = r_loc.astype(jnp.float32)
@@ -100,7 +107,14 @@ def sharded_group_advantages(rewards: jax.Array, group_size: int, mesh: Mesh,
     return centered / (std + eps)
 
   spec = P(axes)
-  return jax.shard_map(local, mesh=mesh, in_specs=(spec,), out_specs=spec)(rewards)
+  return jax.jit(jax.shard_map(local, mesh=mesh, in_specs=(spec,), out_specs=spec))
+
+
+def _num_shards(mesh: Mesh, axes: tuple[str, ...]) -> int:
+  out = 1
+  for a in axes:
+    out *= mesh.shape[a]
+  return out
 
 
 def zero_spread_fraction(rewards: jax.Array, group_size: int) -> jax.Array:
