@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from r1jax import sharding
+from r1jax.rl import losses
 from r1jax.models.transformer import CACHE_LOGICAL_AXES, Transformer, init_cache
 
 
@@ -56,12 +57,8 @@ class SamplerOutput:
 
 
 def token_logprobs(logits: jax.Array, tokens: jax.Array) -> jax.Array:
-  """log softmax(logits)[tokens] in float32: logits [..., V], tokens [...] -> [...]."""
-  if logits.shape[:-1] != tokens.shape:
-    raise ValueError(f"logits {logits.shape} and tokens {tokens.shape} disagree")
-  x = logits.astype(jnp.float32)
-  picked = jnp.take_along_axis(x, tokens[..., None].astype(jnp.int32), axis=-1)[..., 0]
-  return picked - jax.nn.logsumexp(x, axis=-1)
+  """log softmax(logits)[tokens] in float32; the trainer's own function, so the two agree."""
+  return losses.log_probs_from_logits(logits, tokens)
 
 
 def positions_from_mask(mask: jax.Array) -> jax.Array:

@@ -4,11 +4,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-
-def token_logprobs(logits: jax.Array, targets: jax.Array) -> jax.Array:
-  """log p(target) under float32 log_softmax: [B, T, V], [B, T] -> [B, T]."""
-  logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-  return jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
+from r1jax.rl.losses import log_probs_from_logits
 
 
 def next_token_loss(model, params, batch: dict) -> tuple[jax.Array, dict]:
@@ -26,7 +22,7 @@ def next_token_loss(model, params, batch: dict) -> tuple[jax.Array, dict]:
   mask = batch["loss_mask"][:, 1:].astype(jnp.float32)
   if seg is not None:
     mask = mask * (seg[:, 1:] == seg[:, :-1]) * (seg[:, 1:] != 0)
-  nll = -token_logprobs(logits, targets)
+  nll = -log_probs_from_logits(logits, targets)
   n = jnp.maximum(mask.sum(), 1.0)
   loss = (nll * mask).sum() / n
   acc = ((jnp.argmax(logits, -1) == targets) * mask).sum() / n

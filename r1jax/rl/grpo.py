@@ -19,6 +19,7 @@ from r1jax import sharding, templates, training
 from r1jax.rl import advantages as adv_lib
 from r1jax.rl import losses
 from r1jax.rl.dynamic_sampling import GroupAccumulator
+from r1jax.sampling import positions_from_mask
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,11 +41,6 @@ class GRPOConfig:
   loss: losses.LossConfig = losses.LossConfig()
 
 
-def row_positions(seq_mask: jax.Array) -> jax.Array:
-  """Positions 0.. counted over real tokens only (left padding does not shift RoPE)."""
-  return jnp.maximum(jnp.cumsum(seq_mask.astype(jnp.int32), axis=1) - 1, 0)
-
-
 def completion_logits(model, params, tokens: jax.Array, seq_mask: jax.Array,
                       prompt_len: int) -> jax.Array:
   """Float32 logits predicting each completion token: [N, L] rows -> [N, L - prompt_len, V]."""
@@ -53,7 +49,7 @@ def completion_logits(model, params, tokens: jax.Array, seq_mask: jax.Array,
   length = inputs.shape[1]
   causal = jnp.tril(jnp.ones((length, length), bool))
   mask = causal[None] & key_ok[:, None, :]
-  logits = model.apply({"params": params}, inputs, positions=row_positions(seq_mask)[:, :-1],
+  logits = model.apply({"params": params}, inputs, positions=positions_from_mask(seq_mask)[:, :-1],
                        attention_mask=mask)
   return logits[:, prompt_len - 1:]
 
