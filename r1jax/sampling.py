@@ -85,22 +85,37 @@ def sequence_logprobs(model: Transformer, params: Any, tokens: jax.Array, mask: 
   return token_logprobs(logits[:, :-1], tokens[:, 1:])
 
 
-def truncate_logits(logits: jax.Array, top_k: int, top_p: jax.Array | None) -> jax.Array:
+NUCLEUS_CANDIDATES = 256  # top-p looks at this many tokens first; a full sort only if short
+
+
+def _nucleus_cutoff(srt: jax.Array, lse: jax.Array, top_p: jax.Array) -> jax.Array:
+  """Smallest kept logit, given logits sorted descending [B, K] and the full logsumexp [B, 1]."""
+  probs = jnp.exp(srt - lse)
+  before = jnp.cumsum(probs, axis=-1) - probs  # probability mass strictly above each token
+  keep = before < top_p  # the top token has 0 mass above it: always kept (top_p > 0)
+  return jnp.min(jnp.where(keep, srt, jnp.inf), axis=-1, keepdims=True)  # [B, 1]
+
+
+def truncate_logits(logits: jax.Array, top_k: int, top_p: jax.Array | None,
+                    candidates: int = NUCLEUS_CANDIDATES) -> jax.Array:
   """Sets logits outside the top-k / nucleus to -inf: [B, V] -> [B, V] float32.
 
   Nucleus: the smallest set of most likely tokens with probability >= top_p (the top token is
-  always kept). Tokens tied with the last kept logit are kept too.
+  always kept). Tokens tied with the last kept logit are kept too. The nucleus is found among
+  the `candidates` most likely tokens when they hold >= top_p of the mass in every row (nearly
+  always at T <= 1); otherwise by sorting the whole vocabulary, which on CPU costs ~50x more
+  (300 ms against 6 ms for 32 rows of a 49k vocabulary). Both give the same cutoff.
   """
   x = logits.astype(jnp.float32)
   if top_k:
     kth = jax.lax.top_k(x, top_k)[0][:, -1:]  # [B, 1]
     x = jnp.where(x < kth, -jnp.inf, x)
   if top_p is not None:
-    srt = jnp.sort(x, axis=-1)[:, ::-1]  # [B, V] descending
-    probs = jax.nn.softmax(srt, axis=-1)
-    before = jnp.cumsum(probs, axis=-1) - probs  # probability mass strictly above each token
-    keep = before < top_p  # the top token has 0 mass above it: always kept (top_p > 0)
-    cutoff = jnp.min(jnp.where(keep, srt, jnp.inf), axis=-1, keepdims=True)  # [B, 1]
+    lse = jax.nn.logsumexp(x, axis=-1, keepdims=True)  # [B, 1]
+    top = jax.lax.top_k(x, min(candidates, x.shape[-1]))[0]  # [B, K] descending
+    covered = jnp.all(jnp.sum(jnp.exp(top - lse), axis=-1) >= top_p)
+    full = lambda: _nucleus_cutoff(jnp.sort(x, axis=-1)[:, ::-1], lse, top_p)
+    cutoff = jax.lax.cond(covered, lambda: _nucleus_cutoff(top, lse, top_p), full)
     x = jnp.where(x < cutoff, -jnp.inf, x)
   return x
 

@@ -10,6 +10,7 @@ from r1jax import sharding
 from r1jax.models.config import ModelConfig
 from r1jax.models.transformer import Transformer
 from r1jax.sampling import (Sampler, left_pad, naive_generate, row_keys, sample_tokens,
+                            truncate_logits,
                             segment_ends, sequence_logprobs, token_logprobs)
 
 TINY = ModelConfig(vocab_size=64, d_model=32, num_layers=2, num_heads=4, num_kv_heads=2,
@@ -129,6 +130,28 @@ def _reference_support(probs: np.ndarray, top_k: int, top_p: float) -> np.ndarra
     if mass >= top_p:
       break
   return np.array(support)
+
+
+@pytest.mark.parametrize("candidates", [4, 64])
+def test_nucleus_from_candidates_equals_full_sort(candidates):
+  """The top-k shortcut and the full-sort fallback keep exactly the reference nucleus.
+
+  Peaked rows put >= top_p of the mass in the first 4 tokens (shortcut); flat rows do not, so
+  with 4 candidates the batch takes the full sort, with 64 the shortcut covers both.
+  """
+  rng = np.random.default_rng(0)
+  peaked = rng.normal(size=(6, 50)) + np.where(np.arange(50) < 3, 8.0, 0.0)
+  flat = rng.normal(size=(6, 50)) * 0.3
+  for logits in (peaked, flat, np.concatenate([peaked, flat])):
+    for top_p in (0.5, 0.9, 0.95):
+      got = np.asarray(jax.jit(truncate_logits, static_argnums=(1, 3))(
+          jnp.asarray(logits, jnp.float32), 0, jnp.float32(top_p), candidates))
+      for row, out in zip(logits, got):
+        probs = np.exp(row - row.max())
+        want = np.zeros(50, bool)
+        want[_reference_support(probs / probs.sum(), 0, top_p)] = True
+        np.testing.assert_array_equal(np.isfinite(out), want)
+        np.testing.assert_array_equal(out[want], row[want].astype(np.float32))
 
 
 @pytest.mark.parametrize("greedy", [True, False])
