@@ -7,7 +7,7 @@ import pytest
 
 from r1jax import sharding
 from r1jax.models.config import ModelConfig, get_model_config, PRESETS
-from r1jax.models.transformer import Transformer, init_cache, rope_inv_freq
+from r1jax.models.transformer import Transformer, contract, init_cache, rope_inv_freq
 
 TINY = ModelConfig(vocab_size=64, d_model=32, num_layers=2, num_heads=4, num_kv_heads=2,
                    mlp_dim=64, max_seq_len=64, qkv_bias=True, tie_embeddings=False)
@@ -115,3 +115,23 @@ def test_make_mesh_errors():
   with pytest.raises(ValueError, match="needs"):
     sharding.make_mesh({"data": 3, "fsdp": 1, "tensor": 1})
   assert sharding.make_mesh({"data": -1, "tensor": 2}).shape == {"data": 4, "fsdp": 1, "tensor": 2}
+
+
+@pytest.mark.parametrize("x_shape,k_shape,num_in", [
+    ((3, 5, 8), (8, 4, 6), 1),  # q/k/v projections: [B, T, D] @ [D, H, Dh]
+    ((3, 5, 4, 6), (4, 6, 8), 2),  # o_proj: [B, T, H, Dh] @ [H, Dh, D]
+])
+def test_contract_gradients_equal_float64_reference(x_shape, k_shape, num_in):
+  """The hand-written backward of `contract` against numpy's, for a non-trivial cotangent."""
+  rng = np.random.default_rng(0)
+  x, k = rng.normal(size=x_shape), rng.normal(size=k_shape)
+  out_shape = x_shape[:len(x_shape) - num_in] + k_shape[num_in:]
+  dy = rng.normal(size=out_shape)
+  loss = lambda x, k: jnp.sum(contract(x, k, num_in) * dy)
+  gx, gk = jax.grad(loss, argnums=(0, 1))(jnp.float32(x), jnp.float32(k))
+  n_in, n_out = int(np.prod(k_shape[:num_in])), int(np.prod(k_shape[num_in:]))
+  x2, dy2, k2 = x.reshape(-1, n_in), dy.reshape(-1, n_out), k.reshape(n_in, n_out)
+  np.testing.assert_allclose(gx, (dy2 @ k2.T).reshape(x_shape), rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(gk, (x2.T @ dy2).reshape(k_shape), rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(contract(jnp.float32(x), jnp.float32(k), num_in),
+                             np.tensordot(x, k, num_in), rtol=1e-5, atol=1e-5)

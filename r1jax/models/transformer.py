@@ -6,6 +6,7 @@ Every param carries logical axis names; `r1jax.sharding` maps them onto a mesh.
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -69,6 +70,37 @@ class RMSNorm(nn.Module):
     return (y.astype(x.dtype) * scale.astype(x.dtype))
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def contract(x: jax.Array, kernel: jax.Array, num_in: int) -> jax.Array:
+  """x[..., *in] @ kernel[*in, *out]: `jnp.tensordot` with a backward pass XLA:CPU runs fast.
+
+  JAX's own transpose of the contraction makes XLA:CPU transpose the [tokens, out] output
+  gradient (a strided copy fused with the elementwise ops that produce it) before the
+  weight-gradient matmul; writing both gradients as 2-D matmuls that contract the token axis
+  of both operands avoids every copy. On the bench-38m MLP this takes forward + backward from
+  ~62% to ~93% of the matmul peak; the gradients are the same matmuls, bit for bit here.
+  """
+  return jnp.tensordot(x, kernel, axes=num_in)
+
+
+def _contract_fwd(x, kernel, num_in):
+  return contract(x, kernel, num_in), (x, kernel)
+
+
+def _contract_bwd(num_in, res, dy):
+  x, kernel = res
+  k_in = math.prod(kernel.shape[:num_in])
+  x2 = x.reshape(-1, k_in)  # [N, K]
+  dy2 = dy.reshape(x2.shape[0], -1)  # [N, F]
+  k2 = kernel.reshape(k_in, dy2.shape[1])  # [K, F]
+  dx = jax.lax.dot_general(dy2, k2, (((1,), (1,)), ((), ())))  # [N, K]
+  dk = jax.lax.dot_general(x2, dy2, (((0,), (0,)), ((), ())))  # [K, F]
+  return dx.reshape(x.shape).astype(x.dtype), dk.reshape(kernel.shape).astype(kernel.dtype)
+
+
+contract.defvjp(_contract_fwd, _contract_bwd)
+
+
 class Linear(nn.Module):
   """x[..., *in] @ kernel[*in, *out] (+ bias[*out]), with logical names on the kernel axes.
 
@@ -88,7 +120,7 @@ class Linear(nn.Module):
     kernel = self.param(
         "kernel", nn.with_logical_partitioning(nn.initializers.normal(0.02), self.axes),
         in_shape + self.features, self.param_dtype)
-    y = jnp.tensordot(x.astype(self.dtype), kernel.astype(self.dtype), axes=self.num_in)
+    y = contract(x.astype(self.dtype), kernel.astype(self.dtype), self.num_in)
     if self.use_bias:
       bias = self.param("bias", nn.with_logical_partitioning(
           nn.initializers.zeros, self.axes[self.num_in:]), self.features, self.param_dtype)
