@@ -5,8 +5,6 @@ RL, evaluation) so that its tiny base model has seen the exact prompt shape it i
 """
 from __future__ import annotations
 
-from r1jax.tokenizers import Tokenizer, encode_prompt
-
 # Verbatim from the DeepSeek-R1 paper (Table 1); the completion starts right after "Assistant:".
 R1_ZERO = (
     "A conversation between User and Assistant. The user asks a question, and the Assistant "
@@ -38,8 +36,3 @@ def format_prompt(name_or_template: str, prompt: str) -> str:
   """Fills the template; uses str.replace so braces in the prompt or template stay literal."""
   return get_template(name_or_template).replace("{prompt}", prompt)
 
-
-def prompt_ids(tokenizer: Tokenizer, prompt_text: str) -> list[int]:
-  """Ids of a formatted prompt as training data shows prompts ([bos] + text where there is a
-  bos): what samplers feed the model before its completion."""
-  return encode_prompt(tokenizer, prompt_text)

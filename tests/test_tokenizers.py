@@ -117,5 +117,3 @@ def test_encode_prompt_adds_bos_only_where_there_is_one(tok):
   assert tok.encode("1", add_bos=True, add_eos=True) == [tok.bos_id] + tok.encode("1") + [
       tok.eos_id]
   assert tokenizers.encode_prompt(_CharsNoBos(), "ab") == [97, 98]
-  assert templates.prompt_ids(tok, "User: 1+2\nAssistant:") == tokenizers.encode_prompt(
-      tok, "User: 1+2\nAssistant:")

@@ -17,7 +17,7 @@ deviations, the same arithmetic as the single-device path).
 from __future__ import annotations
 
 import functools
-
+import math
 from typing import Sequence
 
 import jax
@@ -74,7 +74,7 @@ def sharded_group_advantages(rewards: jax.Array, group_size: int, mesh: Mesh,
   axes = tuple(a for a in data_axes if a in mesh.axis_names)
   if not axes:
     return group_advantages(rewards, group_size, scale=scale, eps=eps)
-  num_shards = _num_shards(mesh, axes)
+  num_shards = math.prod(mesh.shape[a] for a in axes)
   if n % num_shards:
     raise ValueError(f"number of rewards {n} is not divisible by the {num_shards} shards of "
                      f"mesh axes {axes}")
@@ -85,7 +85,7 @@ def sharded_group_advantages(rewards: jax.Array, group_size: int, mesh: Mesh,
 def _sharded_fn(n: int, num_groups: int, group_size: int, mesh: Mesh, axes: tuple[str, ...],
                 scale: str, eps: float):
   """The jitted shard_map for one static setting: built once, so each step does not recompile."""
-  local_n = n // _num_shards(mesh, axes)
+  local_n = n // math.prod(mesh.shape[a] for a in axes)
 
   def local(r_loc):  # r_loc [N / num_shards]
     r_loc = r_loc.astype(jnp.float32)
@@ -109,12 +109,6 @@ def _sharded_fn(n: int, num_groups: int, group_size: int, mesh: Mesh, axes: tupl
   spec = P(axes)
   return jax.jit(jax.shard_map(local, mesh=mesh, in_specs=(spec,), out_specs=spec))
 
-
-def _num_shards(mesh: Mesh, axes: tuple[str, ...]) -> int:
-  out = 1
-  for a in axes:
-    out *= mesh.shape[a]
-  return out
 
 
 def zero_spread_fraction(rewards: jax.Array, group_size: int) -> jax.Array:

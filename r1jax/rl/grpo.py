@@ -15,11 +15,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from r1jax import sharding, templates, training
+from r1jax import sharding, training
 from r1jax.rl import advantages as adv_lib
 from r1jax.rl import losses
 from r1jax.rl.dynamic_sampling import GroupAccumulator
 from r1jax.sampling import positions_from_mask
+from r1jax.tokenizers import encode_prompt
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,7 +155,7 @@ def take_rows(r: Rollout, idx: np.ndarray) -> Rollout:
 def sample_groups(sampler, params, tokenizer, reward_set, prompt_texts: Sequence[str],
                   answers: Sequence[str], cfg: GRPOConfig, rng: jax.Array) -> Rollout:
   """G completions per prompt from the current policy, decoded and scored on the host."""
-  ids = [templates.prompt_ids(tokenizer, p) for p in prompt_texts]
+  ids = [encode_prompt(tokenizer, p) for p in prompt_texts]
   out = sampler(params, ids, rng=rng, max_new_tokens=cfg.max_new_tokens,
                 temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k, n=cfg.group_size,
                 eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id)

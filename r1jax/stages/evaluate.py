@@ -19,9 +19,9 @@ import tqdm
 
 from r1jax import evaluation, grading
 from r1jax.data import benchmarks
-from r1jax import templates
 from r1jax.errors import ConfigError
 from r1jax.templates import format_prompt
+from r1jax.tokenizers import encode_prompt
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def sample_completions(sampler, params, tokenizer, problems: Sequence[dict], *, 
   for start in tqdm.tqdm(starts, desc="sampling", unit="batch", disable=not progress):
     batch = problems[start:start + batch_size]
     prompts = [format_prompt(template, p["problem"]) for p in batch]
-    res = sampler(params, [templates.prompt_ids(tokenizer, p) for p in prompts], rng=rng,
+    res = sampler(params, [encode_prompt(tokenizer, p) for p in prompts], rng=rng,
                   max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
                   n=k, eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id,
                   prompt_ids=list(range(start, start + len(batch))))
