@@ -6,6 +6,8 @@ setup(
     version="0.1.0",
     description="DeepSeek-R1 (R1-Zero GRPO, cold-start SFT, RL, distillation, evaluation) in JAX/Flax.",
     packages=find_packages(include=["r1jax", "r1jax.*"]),
+    # The bundled benchmark files (r1jax.data.benchmarks.bundled_dir), so installs work offline.
+    package_data={"r1jax": ["data/files/*/*", "data/files/*.md"]},
     python_requires=">=3.10",
     install_requires=[
         "jax>=0.7.2,<0.11",

@@ -1,17 +1,29 @@
-"""Helpers shared by the config files."""
-from __future__ import annotations
+"""Blocks shared by the config files: the SFT and GRPO stage configs, eval, optimiser, parents.
 
-import os
+Each stage file starts from `sft(...)` or `grpo(...)` and changes what makes it that stage, so a
+field means the same thing in every file. Smoke variants share SMOKE_WORLD and the smoke model.
+"""
+from __future__ import annotations
 
 import ml_collections
 
+ConfigDict = ml_collections.ConfigDict
 
-def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
+# A small toy world for the smoke variants (tests): every split a few hundred records.
+SMOKE_WORLD = {"corpus_size": 2000, "rl_size": 200, "test_size": 32, "cold_start_size": 50,
+               "preference_size": 50}
+# The smoke model: one tiny layer.
+SMOKE_MODEL = {"d_model": 32, "num_layers": 1, "num_heads": 2, "num_kv_heads": 2, "mlp_dim": 64}
+# The distillation student: the toy model at half width and depth (~4x fewer FLOPs per token).
+STUDENT_MODEL = {"d_model": 64, "num_layers": 2, "num_heads": 2, "num_kv_heads": 2, "mlp_dim": 384}
+
+
+def parse_arg(arg: str | None, **defaults) -> ConfigDict:
   """Parses the string after ':' in `--config=file.py:a=1,smoke` into typed fields.
 
   Each `key=value` is cast to the type of its default; a bare `key` sets a bool default to True.
   """
-  out = ml_collections.ConfigDict(defaults)
+  out = ConfigDict(defaults)
   for part in filter(None, (arg or "").split(",")):
     key, _, value = part.partition("=")
     if key not in defaults:
@@ -28,11 +40,177 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
   return out
 
 
-def mesh(data: int = -1, fsdp: int = 1, tensor: int = 1) -> ml_collections.ConfigDict:
+def mesh(data: int = -1, fsdp: int = 1, tensor: int = 1) -> ConfigDict:
   """Mesh axis sizes; -1 takes the remaining devices. See r1jax/sharding.py for the rules."""
-  return ml_collections.ConfigDict({"data": data, "fsdp": fsdp, "tensor": tensor})
+  return ConfigDict({"data": data, "fsdp": fsdp, "tensor": tensor})
 
 
-def shared_data_dir(name: str) -> str:
-  """A benchmark folder of the team's offline data copies (../shared/data next to the repo)."""
-  return os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", name))
+def workdir(stage: str, smoke: bool = False) -> str:
+  """Where a stage runs by default; smoke runs keep to workdirs/smoke/ so they never mix."""
+  return f"workdirs/smoke/{stage}" if smoke else f"workdirs/{stage}"
+
+
+def parent(dir: str, config: str = "") -> ConfigDict:  # noqa: A002
+  """A parent run: its directory, and the config file (`path.py:variant`) that builds it when it
+  is missing ('' = never build: a pretrained model file)."""
+  return ConfigDict({"dir": dir, "config": config})
+
+
+def stage_parent(stage_file: str, smoke: bool, variant: str = "") -> ConfigDict:
+  """The parent built by configs/<stage_file>.py in its default workdir."""
+  arg = ",".join(filter(None, ["smoke" if smoke else "", variant]))
+  spec = f"configs/{stage_file}.py" + (f":{arg}" if arg else "")
+  return parent(workdir(stage_file + (f"_{variant.replace('=', '_')}" if variant else ""), smoke),
+                spec)
+
+
+def smollm2_path() -> str:
+  from r1jax.models import gguf_import
+  return gguf_import.smollm2_gguf_path()
+
+
+def data(dataset: str = "toy", template: str = "toy") -> ConfigDict:
+  return ConfigDict({
+      "dataset": dataset,  # prompts: 'toy', 'toy_general', or a benchmark (gsm8k, aime24, ...)
+      "data_dir": "",  # TFDS data dir ('' -> $R1JAX_DATA_DIR or ~/r1jax_data)
+      "manual_dir": "",  # benchmark source folder ('' -> the copy shipped in r1jax/data/files)
+      "template": template,  # prompt template: 'r1_zero' (the paper's), 'toy', 'plain' or a string
+      "language": "en",  # the CoT's target language when a prompt record names none
+      "toy": ConfigDict(),  # r1jax.data.toy_world.ToyWorldConfig overrides (must match the base's)
+  })
+
+
+def eval_block(num_problems: int = 256, max_new_tokens: int = 64) -> ConfigDict:
+  """Held-out eval with the paper's protocol: pass@1 over k samples at T 0.6 / top-p 0.95."""
+  return ConfigDict({
+      "every": 10,  # steps between evals (RL stages; also at step 0 and at the end); 0 = off
+      "num_problems": num_problems,  # 0 = skip
+      "k": 4,  # samples per problem: pass@1 is averaged over them
+      "temperature": 0.6,
+      "top_p": 0.95,
+      "max_new_tokens": max_new_tokens,
+      "batch_size": 128,  # prompts per sampler call
+      "seed": 0,  # with k, T, top-p and length as in configs/eval.py: the same samples
+      "extract": ("answer_tag",),
+      "general_problems": 0,  # held-out toy general prompts judged by the world (RL stages)
+  })
+
+
+def optim(learning_rate: float, schedule: str = "constant", warmup_steps: int = 0,
+          weight_decay: float = 0.0, b2: float = 0.99) -> ConfigDict:
+  return ConfigDict({"learning_rate": learning_rate, "schedule": schedule,
+                     "warmup_steps": warmup_steps, "total_steps": 0,  # set by the stage
+                     "end_lr_factor": 0.1, "weight_decay": weight_decay, "b1": 0.9, "b2": b2,
+                     "grad_clip": 1.0})
+
+
+def smoke_eval(c: ConfigDict) -> None:
+  c.eval.update({"every": 2, "num_problems": 4, "k": 2, "max_new_tokens": 16, "batch_size": 4})
+  if c.eval.general_problems:
+    c.eval.general_problems = 4
+
+
+def sft(name: str, source: str) -> ConfigDict:
+  """The SFT stage (r1jax/stages/sft.py): init, data source, completion-only loss, epochs/steps."""
+  c = ConfigDict()
+  c.stage = "sft"
+  c.name = name  # progress bar and log label
+  c.seed = 0
+  c.progress = True  # tqdm bar
+  c.mesh = mesh()
+  c.axis_rules = None  # None: r1jax.sharding.DEFAULT_RULES
+  c.checkpoint_every = 200
+  c.grader = "exact"  # eval grader: 'exact' (toy world) or 'math' (math-verify)
+  c.parents = ConfigDict()  # role -> parent(dir, config); 'init' holds the starting weights
+  c.model = ConfigDict({
+      "init": "parent",  # 'parent' (parents.init's weights) or 'scratch' (a fresh preset)
+      "preset": "toy",  # scratch only: r1jax.models.config.PRESETS
+      "overrides": ConfigDict(),  # scratch only: e.g. {'d_model': 192}
+  })
+  c.tokenizer = ConfigDict({"source": "toy", "vocab_size": 448})  # scratch only: 'toy' trains
+  #   the toy world's SentencePiece tokenizer; 'parent:<role>' takes that run's tokenizer
+  c.data = data()
+  c.data.source = source  # r1jax.data.sft_data: toy:<kind> | jsonl:<fmt>:<path> | parent:<role>
+  c.train = ConfigDict({
+      "num_steps": 100,  # used when num_epochs is 0
+      "num_epochs": 0.0,  # > 0: that many passes over the data (R1 stage 3: 2)
+      "batch_size": 32,  # packed rows per step
+      "seq_len": 160,
+      "log_every": 10,
+  })
+  c.optim = optim(1e-3, "cosine", warmup_steps=10, weight_decay=0.01, b2=0.999)
+  c.eval = eval_block(num_problems=256, max_new_tokens=96)
+  return c
+
+
+def smoke_sft(c: ConfigDict) -> None:
+  c.data.toy = ConfigDict(SMOKE_WORLD)
+  c.train.update({"num_steps": 3, "num_epochs": 0.0, "batch_size": 8, "seq_len": 96,
+                  "log_every": 1})
+  c.checkpoint_every = 2
+  c.optim.warmup_steps = 1
+  smoke_eval(c)
+
+
+def grpo(name: str) -> ConfigDict:
+  """The GRPO stage (r1jax/stages/grpo.py) with R1-Zero's settings on the toy world."""
+  c = ConfigDict()
+  c.stage = "grpo"
+  c.name = name
+  c.seed = 0
+  c.num_steps = 40  # optimizer steps = num_steps * rl.num_epochs * rl.num_minibatches
+  c.checkpoint_every = 10
+  c.keep_checkpoints = 2
+  c.progress = True
+  c.mesh = mesh()  # data-parallel over every device by default
+  c.axis_rules = None  # None: r1jax.sharding.DEFAULT_RULES
+  c.grader = "exact"  # accuracy reward + eval grader: 'exact' (toy world) or 'math' (math-verify)
+  c.parents = ConfigDict()  # 'init': the policy's starting weights; 'reward_model' when used
+  c.data = data()
+  c.data.general_fraction = 0.0  # share of each batch's prompts from data.general_dataset
+  c.data.general_dataset = "toy_general"  # general (non-reasoning) prompts, task='general'
+
+  c.rl = ConfigDict()
+  c.rl.num_prompts = 16  # prompts per step (R1: 32)
+  c.rl.group_size = 8  # G completions per prompt (R1: 16)
+  c.rl.max_new_tokens = 48  # completion budget in tokens (R1: 32,768)
+  c.rl.temperature = 1.0  # rollout temperature (R1-Zero: 1.0, stage 4: 0.7); the trainer's
+  #   log-probs use the same temperature (logits / T), as TRL and verl do
+  c.rl.top_p = 1.0
+  c.rl.top_k = 0
+  c.rl.advantage_scale = "group"  # 'group' (GRPO) | 'batch' | 'none' (Dr.GRPO)
+  c.rl.advantage_eps = 1e-4  # added to the std (TRL: 1e-4, verl: 1e-6)
+  c.rl.num_minibatches = 1  # optimizer steps per epoch over one rollout (R1: 16)
+  c.rl.num_epochs = 1  # mu: inner epochs against the old policy's log-probs (R1: 1)
+  c.rl.mask_truncated = False  # DAPO overlong filtering
+  c.rl.dynamic_sampling = False  # DAPO: drop groups with equal rewards and resample
+  c.rl.max_sampling_rounds = 4  # cap on dynamic-sampling rounds per step
+  c.rl.old_logprobs_from_sampler = False  # reuse the sampler's log-probs as the old policy's
+  c.rl.ref_reset_every = 400  # reset the reference model to the policy every N steps (R1: 400)
+  c.rl.loss = ConfigDict()
+  c.rl.loss.ratio = "token"  # 'token' | 'sequence' (the paper's formula) | 'gspo'
+  c.rl.loss.eps_low = 0.2
+  c.rl.loss.eps_high = 0.2  # DAPO clip-higher: 0.28
+  c.rl.loss.beta = 0.0  # KL coefficient (R1: 0.001); 0 skips the reference forward
+  c.rl.loss.kl = "k3"  # 'k1' | 'k2' | 'k3'
+  c.rl.loss.aggregation = "grpo"  # 'grpo' | 'dapo' | 'dr_grpo'
+  c.rl.loss.max_tokens = ml_collections.config_dict.placeholder(int)  # dr_grpo budget
+
+  # Rewards per task of the prompt record ('reasoning' when a record has none): each task maps
+  # reward name -> weight (or {'weight': w, **kwargs}). A prompt whose task has no entry stops
+  # the run before sampling. R1-Zero: accuracy + format, equal weight.
+  c.rewards = ConfigDict({"reasoning": {"accuracy": 1.0, "format": 1.0}})
+
+  c.optim = optim(2e-4)  # R1: 3e-6 on a 671B model; the toy model wants more
+  c.eval = eval_block(num_problems=256, max_new_tokens=64)
+  return c
+
+
+def smoke_grpo(c: ConfigDict) -> None:
+  c.num_steps = 2
+  c.checkpoint_every = 1
+  c.rl.num_prompts = 2
+  c.rl.group_size = 4
+  c.rl.max_new_tokens = 16
+  c.data.toy = ConfigDict(SMOKE_WORLD)
+  smoke_eval(c)

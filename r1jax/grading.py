@@ -27,6 +27,8 @@ from typing import Sequence
 import math_verify
 from math_verify import ExprExtractionConfig, LatexExtractionConfig
 
+from r1jax import response
+
 log = logging.getLogger(__name__)
 
 EXTRACT_MODES = ("answer_tag", "boxed", "hash", "last_number")
@@ -46,15 +48,6 @@ class Verdict:
 
 
 # ----------------------------------------------------------------------------------- extraction
-def _answer_tag(text: str) -> str | None:
-  """Content of the last <answer>...</answer>; None when the last <answer> is never closed."""
-  start = text.rfind("<answer>")
-  if start < 0:
-    return None
-  end = text.find("</answer>", start)
-  return None if end < 0 else text[start + len("<answer>"):end]
-
-
 def _boxed(text: str) -> str | None:
   """Argument of the last \\boxed{...} (or \\fbox), braces balanced; None when cut off."""
   start = max(text.rfind("\\boxed"), text.rfind("\\fbox"))
@@ -102,7 +95,7 @@ def _last_number(text: str) -> str | None:
   return None if last is None else re.sub(r"[,\s]", "", last.group())
 
 
-_EXTRACTORS = {"answer_tag": _answer_tag, "boxed": _boxed, "hash": _hash,
+_EXTRACTORS = {"answer_tag": response.extract_answer, "boxed": _boxed, "hash": _hash,
                "last_number": _last_number}
 
 

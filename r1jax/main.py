@@ -1,11 +1,10 @@
 """r1jax command line: `python -m r1jax.main --config=configs/<stage>.py --workdir=DIR`.
 
-Flags only; everything else is importable (the stages take `(config, workdir)`), so a notebook
-runs the same code. Any config field can be overridden: `--config.rl.group_size=16`.
+Flags only; everything else is importable (`r1jax.runner.run_stage(config, workdir)`), so a
+notebook runs the same code. Any config field can be overridden: `--config.rl.group_size=16`.
 """
 from __future__ import annotations
 
-import importlib
 import logging as std_logging
 import json
 import os
@@ -15,39 +14,10 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from r1jax.errors import ConfigError
-
-# Stage name -> module under r1jax.stages exposing `run(config, workdir) -> dict`.
-STAGES = {
-    "toy_base": "toy_base",
-    "grpo": "grpo",
-    "eval": "evaluate",
-}
+from r1jax.runner import check_config, run_stage  # noqa: F401  (the library entry point)
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to an ml_collections config file.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and outputs.")
-
-
-def check_config(config, stage: str) -> None:
-  """Fields named in `config.required` (dotted paths) must be set."""
-  for field in config.get("required", ()):
-    node = config
-    for part in field.split("."):
-      node = node.get(part) if hasattr(node, "get") else None
-    if node in (None, ""):
-      raise ConfigError(f"stage {stage!r} needs --config.{field} (a required field is missing)")
-
-
-def run_stage(config, workdir: str) -> dict:
-  """Dispatches on `config.stage`; writes the resolved config into the workdir first."""
-  stage = config.get("stage")
-  if stage not in STAGES:
-    raise ConfigError(f"unknown stage {stage!r}; known stages: {', '.join(sorted(STAGES))}")
-  check_config(config, stage)
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, "config.json"), "w") as f:
-    f.write(config.to_json_best_effort(indent=2, sort_keys=True))
-  module = importlib.import_module(f"r1jax.stages.{STAGES[stage]}")
-  return module.run(config, workdir)
 
 
 class _QuietLibraries:

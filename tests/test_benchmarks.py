@@ -1,6 +1,5 @@
 """Benchmark TFDS builders: array_record written and read without TensorFlow."""
 import json
-import os
 import pathlib
 import sys
 
@@ -8,20 +7,8 @@ import pytest
 
 from r1jax.data import benchmarks
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-
-
-def shared_data_dir() -> pathlib.Path | None:
-  """Local copies of the public benchmark files ($R1JAX_DATA_DIR or ../shared/data), if any."""
-  candidates = [os.environ.get("R1JAX_DATA_DIR"), REPO.parent / "shared" / "data"]
-  for c in candidates:
-    if c and (pathlib.Path(c) / "gsm8k" / "test.jsonl").is_file():
-      return pathlib.Path(c)
-  return None
-
-
-DATA = shared_data_dir()
-needs_data = pytest.mark.skipif(DATA is None, reason="benchmark files not available")
+# The benchmark files bundled with the package: the tests never skip for want of data.
+DATA = pathlib.Path(benchmarks.FILES_DIR)
 
 
 def raw_rows(name):
@@ -29,7 +16,6 @@ def raw_rows(name):
     return [json.loads(line) for line in f]
 
 
-@needs_data
 @pytest.mark.parametrize("name,count,first", [
     ("gsm8k", 1319, {"id": "0", "answer": "18"}),
     ("aime24", 30, {"id": "60", "answer": "204"}),
@@ -51,7 +37,6 @@ def test_builders_read_back(tmp_path, name, count, first):
   assert benchmarks.load_benchmark(name, data_dir=tmp_path) == records
 
 
-@needs_data
 def test_gsm8k_gold_is_the_number_after_hashes(tmp_path):
   records = benchmarks.load_benchmark("gsm8k", data_dir=tmp_path, manual_dir=DATA / "gsm8k")
   rows = raw_rows("gsm8k")
@@ -154,3 +139,18 @@ def test_gsm8k_train_split_for_rl_prompts(tmp_path):
                                     split="train")
   assert len(train) == 7473
   assert train[0]["answer"] == "72"  # Natalia's clips: 48 + 24
+
+
+def test_bundled_files_are_the_default_source(tmp_path, monkeypatch):
+  """No manual_dir and no network needed: the package's own copies are read."""
+  def no_download(self, url):
+    raise AssertionError(f"downloaded {url}")
+
+  monkeypatch.setattr(benchmarks.tfds.download.DownloadManager, "download", no_download)
+  for name in ("gsm8k", "aime24", "amc23"):
+    assert benchmarks.bundled_dir(name) == str(DATA / name)
+    assert (DATA / name / "test.jsonl").is_file()
+  assert benchmarks.bundled_dir("math_jsonl") is None and benchmarks.bundled_dir("toy") is None
+  assert len(benchmarks.load_benchmark("gsm8k", data_dir=tmp_path, split="test")) == 1319
+  assert len(benchmarks.load_benchmark("gsm8k", data_dir=tmp_path, split="train")) == 7473
+  assert len(benchmarks.load_benchmark("aime24", data_dir=tmp_path, manual_dir="")) == 30

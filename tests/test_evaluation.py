@@ -2,7 +2,6 @@
 import itertools
 import json
 import math
-import os
 import pathlib
 import sys
 import time
@@ -135,19 +134,7 @@ def test_default_ks_and_table():
 
 
 # ------------------------------------------------------------------------------ the eval stage
-REPO = pathlib.Path(__file__).resolve().parents[1]
-
-
-def shared_data_dir() -> pathlib.Path | None:
-  """Local copies of the public benchmark files ($R1JAX_DATA_DIR or ../shared/data), if any."""
-  for c in (os.environ.get("R1JAX_DATA_DIR"), REPO.parent / "shared" / "data"):
-    if c and (pathlib.Path(c) / "gsm8k" / "test.jsonl").is_file():
-      return pathlib.Path(c)
-  return None
-
-
-DATA = shared_data_dir()
-needs_data = pytest.mark.skipif(DATA is None, reason="benchmark files not available")
+DATA = pathlib.Path(benchmarks.FILES_DIR)  # the benchmark files bundled with the package
 
 
 def write_jsonl(path, rows):
@@ -168,7 +155,6 @@ def regrade(tmp_path, dataset, rows, **overrides):
   return summary, [json.loads(x) for x in (out / "samples.jsonl").read_text().splitlines()]
 
 
-@needs_data
 @pytest.mark.parametrize("extract,timeout", [("", 0.0), ("hash", 0.0), ("last_number", 30.0)])
 def test_regrading_gsm8k_gold_solutions_is_perfect(tmp_path, extract, timeout):
   problems = benchmarks.load_benchmark("gsm8k", data_dir=tmp_path / "tfds",
@@ -188,7 +174,6 @@ def test_regrading_gsm8k_gold_solutions_is_perfect(tmp_path, extract, timeout):
   assert seconds < 30, f"grading 1319 answers took {seconds:.1f}s"
 
 
-@needs_data
 @pytest.mark.parametrize("name", ["aime24", "amc23"])
 def test_regrading_boxed_gold_is_perfect(tmp_path, name):
   problems = benchmarks.load_benchmark(name, data_dir=tmp_path / "tfds", manual_dir=DATA / name)

@@ -1,11 +1,13 @@
 """Evaluation benchmarks as TFDS builders (array_record files, no TensorFlow) with one record shape:
 {'problem': str, 'answer': str, 'id': str}.
 
-Each builder reads a local JSONL file from `manual_dir` (the folder holding it); GSM8K also
-downloads its public file when no local copy is given. `load_benchmark(name, ...)` builds (once)
-and reads a benchmark as a list of dicts in file order. `BENCHMARKS` maps names to loaders (the
-toy world's held-out set is one; others plug in with `register_benchmark`), `EVAL_DEFAULTS` to
-how each is evaluated (samples per problem, generation length, answer extraction, grading mode).
+Each builder reads a local JSONL file from `manual_dir` (the folder holding it). Without one,
+GSM8K, AIME 2024 and AMC 2023 read the copies bundled in the package (r1jax/data/files, see its
+README; `bundled_dir`), so they work offline; GSM8K still downloads its public files when neither
+is there. `load_benchmark(name, ...)` builds (once) and reads a benchmark as a list of dicts in
+file order. `BENCHMARKS` maps names to loaders (the toy world's held-out set is one; others plug
+in with `register_benchmark`), `EVAL_DEFAULTS` to how each is evaluated (samples per problem,
+generation length, answer extraction, grading mode).
 """
 from __future__ import annotations
 
@@ -20,9 +22,19 @@ import tensorflow_datasets as tfds
 GSM8K_URL = ("https://raw.githubusercontent.com/openai/grade-school-math/master/"
              "grade_school_math/data/test.jsonl")
 FILE_FORMAT = "array_record"
+# Benchmarks whose source files ship with the package, one folder each under FILES_DIR.
+BUNDLED = ("gsm8k", "aime24", "amc23")
+FILES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "files")
 
 Loader = Callable[..., list[dict]]
 PathLike = str | os.PathLike
+
+
+def bundled_dir(name: str) -> str | None:
+  """The package's own copy of a benchmark's files, so no manual_dir or network is needed; None
+  for other benchmarks or when the files were left out of the install."""
+  path = os.path.join(FILES_DIR, name)
+  return path if name in BUNDLED and os.path.isdir(path) else None
 
 
 def _features() -> tfds.features.FeaturesDict:
@@ -57,7 +69,7 @@ def gsm8k_gold(solution: str) -> str:
 
 
 class _JsonlBenchmark(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-  """A benchmark read from one JSONL file in manual_dir (or downloaded from URL)."""
+  """A benchmark read from one JSONL file in manual_dir (or bundled, or downloaded from URL)."""
 
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "Initial release."}
@@ -195,7 +207,9 @@ class MathJsonl(_JsonlBenchmark):
 
 def build(builder_cls, *, data_dir: PathLike | None = None, manual_dir: PathLike | None = None,
           config: tfds.core.BuilderConfig | str | None = None) -> tfds.core.DatasetBuilder:
-  """Prepares the array_record files (once; later calls reuse them) and returns the builder."""
+  """Prepares the array_record files (once; later calls reuse them) and returns the builder.
+  No manual_dir ('' or None) means the bundled copy, where the package has one."""
+  manual_dir = manual_dir or bundled_dir(builder_cls.name)
   builder = builder_cls(data_dir=data_dir, config=config, file_format=FILE_FORMAT)
   download_config = tfds.download.DownloadConfig(
       manual_dir=os.fspath(manual_dir) if manual_dir else None)
@@ -278,7 +292,8 @@ def load_benchmark(name: str, data_dir: PathLike | None = None, manual_dir: Path
   """Records {'problem', 'answer', 'id'} of a registered benchmark, in file order.
 
   data_dir: where TFDS keeps the prepared files (default: TFDS_DATA_DIR or ~/tensorflow_datasets).
-  manual_dir: the folder holding the source JSONL. options: MathJsonl fields (problem_field, ...).
+  manual_dir: the folder holding the source JSONL (default: `bundled_dir(name)` for gsm8k, aime24
+  and amc23). options: MathJsonl fields (problem_field, ...).
   """
   if name not in BENCHMARKS:
     raise KeyError(f"unknown benchmark {name!r}; registered: {sorted(BENCHMARKS)}")

@@ -1,7 +1,9 @@
 """Problem sets for RL and evaluation, and the grain iterator that feeds prompts to GRPO.
 
-Every problem set has the benchmark record shape {'id', 'problem', 'answer'}: the toy world's
-RL prompts and held-out set, GSM8K, AIME 2024, AMC 2023, or any math JSONL.
+Every problem set has the benchmark record shape {'id', 'problem', 'answer'} and may carry more
+fields that reward functions read: `task` ('reasoning' when absent; 'general' routes to the reward
+model) and `language` (the CoT's target language). Sets: the toy world's RL prompts and held-out
+set ('toy'), its general prompts ('toy_general'), GSM8K, AIME 2024, AMC 2023, or any math JSONL.
 """
 from __future__ import annotations
 
@@ -23,13 +25,18 @@ def default_data_dir() -> str:
   return os.environ.get("R1JAX_DATA_DIR", os.path.join(os.path.expanduser("~"), "r1jax_data"))
 
 
+# Toy problem sets: dataset name -> {split: toy_tfds kind}.
+TOY_SETS = {"toy": {"train": "rl", "test": "heldout"},
+            "toy_general": {"train": "general_rl", "test": "general_test"}}
+
+
 def load_problems(data_cfg, split: str) -> list[dict[str, Any]]:
   """Records of `data_cfg.dataset` ('toy' or a registered benchmark) for split 'train' or 'test'."""
   data_dir = data_cfg.get("data_dir") or default_data_dir()
   name = data_cfg.dataset
-  if name == "toy":
+  if name in TOY_SETS:
     world = toy_world_config(data_cfg)
-    return toy_tfds.load_records("rl" if split == "train" else "heldout", data_dir, world)
+    return toy_tfds.load_records(TOY_SETS[name][split], data_dir, world)
   options = dict(data_cfg.get("options", {}) or {})
   return benchmarks.load_benchmark(name, data_dir=data_dir, manual_dir=data_cfg.get("manual_dir"),
                                    split=split, **options)

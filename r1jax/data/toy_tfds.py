@@ -28,6 +28,9 @@ _TEXT_FIELDS = {
     "heldout": ("id", "problem", "answer"),
     "cold_start": ("id", "problem", "answer", "prompt", "completion"),
     "preferences": ("id", "problem", "prompt", "chosen", "rejected"),
+    "general_rl": ("id", "problem", "answer", "task"),
+    "general_test": ("id", "problem", "answer", "task"),
+    "general_sft": ("id", "prompt", "completion"),
 }
 
 
@@ -107,13 +110,36 @@ class ToyPreferences(_ToyBuilder):
   RECORDS = staticmethod(toy_world.preferences)
 
 
+class ToyGeneralRL(_ToyBuilder):
+  """General (non-reasoning) RL prompts from the training region: (id, problem, answer, task)."""
+  name = "r1jax_toy_general_rl"
+  KIND = "general_rl"
+  RECORDS = staticmethod(lambda w: toy_world.general_prompts(w, "rl"))
+
+
+class ToyGeneralTest(_ToyBuilder):
+  """Held-out general prompts, judged by the toy world's ground truth in evaluation."""
+  name = "r1jax_toy_general_test"
+  KIND = "general_test"
+  SPLIT = "test"
+  RECORDS = staticmethod(lambda w: toy_world.general_prompts(w, "test"))
+
+
+class ToyGeneralSFT(_ToyBuilder):
+  """Non-reasoning SFT samples (prompt, completion) in the R1 format, no chain of thought."""
+  name = "r1jax_toy_general_sft"
+  KIND = "general_sft"
+  RECORDS = staticmethod(toy_world.general_sft)
+
+
 BUILDERS: dict[str, type[_ToyBuilder]] = {
-    b.KIND: b for b in (ToyCorpus, ToyRLPrompts, ToyHeldout, ToyColdStart, ToyPreferences)}
+    b.KIND: b for b in (ToyCorpus, ToyRLPrompts, ToyHeldout, ToyColdStart, ToyPreferences,
+                        ToyGeneralRL, ToyGeneralTest, ToyGeneralSFT)}
 
 
 def builder(kind: str, data_dir: str, world: toy_world.ToyWorldConfig = toy_world.ToyWorldConfig(),
             prepare: bool = True) -> _ToyBuilder:
-  """The builder for `kind` (corpus, rl, heldout, cold_start, preferences), prepared if asked."""
+  """The builder for `kind` (a key of BUILDERS), prepared if asked."""
   if kind not in BUILDERS:
     raise ValueError(f"unknown toy data set {kind!r}; choose from {sorted(BUILDERS)}")
   b = BUILDERS[kind](world, data_dir=data_dir)

@@ -34,7 +34,10 @@ def write_model_files(workdir: str, config: ModelConfig, tokenizer_path: str) ->
   name = os.path.basename(tokenizer_path)
   dest = os.path.join(workdir, name)
   if os.path.abspath(tokenizer_path) != os.path.abspath(dest):
-    (shutil.copytree if os.path.isdir(tokenizer_path) else shutil.copy)(tokenizer_path, dest)
+    if os.path.isdir(tokenizer_path):
+      shutil.copytree(tokenizer_path, dest, dirs_exist_ok=True)
+    else:
+      shutil.copy(tokenizer_path, dest)
   with open(os.path.join(workdir, MODEL_FILE), "w") as f:
     json.dump({"model": config.to_dict(), "tokenizer": name}, f, indent=2, sort_keys=True)
 
@@ -45,6 +48,18 @@ def copy_model_files(src_run: str, dest_run: str) -> None:
     spec = json.load(f)
   write_model_files(dest_run, ModelConfig.from_dict(spec["model"]),
                     os.path.join(src_run, spec["tokenizer"]))
+
+
+def inherit_model_files(workdir: str, pre: pretrained.Pretrained) -> None:
+  """A run started from `pre` (an r1jax run, an HF directory or a GGUF file) records the model
+  config and tokenizer, so its own checkpoints load as an r1jax run directory later."""
+  if is_run_dir(pre.path):
+    if os.path.abspath(pre.path) != os.path.abspath(workdir):
+      copy_model_files(pre.path, workdir)
+    return
+  tok_dir = os.path.join(workdir, "tokenizer")
+  pre.tokenizer.save(tok_dir)
+  write_model_files(workdir, pre.config, tok_dir)
 
 
 def read_model_files(run_dir: str) -> tuple[ModelConfig, Any]:

@@ -41,10 +41,21 @@ class GRPOConfig:
   old_logprobs_from_sampler: bool = False  # skip the old-policy forward when mu=1 and 1 minibatch
   loss: losses.LossConfig = losses.LossConfig()
 
+  def __post_init__(self):
+    if not self.temperature > 0:
+      raise ValueError(f"rl.temperature must be > 0, got {self.temperature}")
+    if self.old_logprobs_from_sampler and (self.top_p < 1.0 or self.top_k > 0):
+      raise ValueError("rl.old_logprobs_from_sampler needs top_p=1 and top_k=0: with a truncated "
+                       "sampling distribution the sampler's log-probs are not the trainer's")
+
 
 def completion_logits(model, params, tokens: jax.Array, seq_mask: jax.Array,
-                      prompt_len: int) -> jax.Array:
-  """Float32 logits predicting each completion token: [N, L] rows -> [N, L - prompt_len, V]."""
+                      prompt_len: int, temperature: float = 1.0) -> jax.Array:
+  """Float32 logits predicting each completion token: [N, L] rows -> [N, L - prompt_len, V].
+
+  Divided by the rollout temperature: the trainer's policy is the distribution that was sampled
+  (before top-k / top-p truncation), as in TRL and verl, so at T != 1 the ratio still starts at 1.
+  """
   inputs = tokens[:, :-1]
   key_ok = seq_mask[:, :-1].astype(bool)
   length = inputs.shape[1]
@@ -52,18 +63,20 @@ def completion_logits(model, params, tokens: jax.Array, seq_mask: jax.Array,
   mask = causal[None] & key_ok[:, None, :]
   logits = model.apply({"params": params}, inputs, positions=positions_from_mask(seq_mask)[:, :-1],
                        attention_mask=mask)
-  return logits[:, prompt_len - 1:]
+  logits = logits[:, prompt_len - 1:]
+  return logits if temperature == 1.0 else logits / temperature
 
 
-def completion_logprobs(model, params, tokens, seq_mask, prompt_len) -> jax.Array:
-  """log pi(completion token) [N, Nc], float32, teacher-forced."""
-  logits = completion_logits(model, params, tokens, seq_mask, prompt_len)
+def completion_logprobs(model, params, tokens, seq_mask, prompt_len,
+                        temperature: float = 1.0) -> jax.Array:
+  """log pi_T(completion token) [N, Nc], float32, teacher-forced at temperature T."""
+  logits = completion_logits(model, params, tokens, seq_mask, prompt_len, temperature)
   return losses.log_probs_from_logits(logits, tokens[:, prompt_len:])
 
 
-def make_logprob_fn(model, mesh, rules, prompt_len: int) -> Callable:
+def make_logprob_fn(model, mesh, rules, prompt_len: int, temperature: float = 1.0) -> Callable:
   """Jitted `params, tokens, seq_mask -> [N, Nc]` log-probs (old policy and reference)."""
-  fn = jax.jit(lambda p, t, m: completion_logprobs(model, p, t, m, prompt_len))
+  fn = jax.jit(lambda p, t, m: completion_logprobs(model, p, t, m, prompt_len, temperature))
 
   def run(params, tokens, seq_mask):
     with sharding.mesh_rules(mesh, rules):
@@ -71,7 +84,8 @@ def make_logprob_fn(model, mesh, rules, prompt_len: int) -> Callable:
   return run
 
 
-def make_grpo_loss(model, loss_cfg: losses.LossConfig, prompt_len: int) -> Callable:
+def make_grpo_loss(model, loss_cfg: losses.LossConfig, prompt_len: int,
+                   temperature: float = 1.0) -> Callable:
   """`loss(params, batch) -> (loss, metrics)` for a minibatch of rollout rows.
 
   batch: tokens [N, L], seq_mask [N, L], completion_mask [N, Nc], old_logp, ref_logp [N, Nc],
@@ -79,7 +93,8 @@ def make_grpo_loss(model, loss_cfg: losses.LossConfig, prompt_len: int) -> Calla
   minibatch losses add up to the full-batch loss.
   """
   def loss_fn(params, batch):
-    logits = completion_logits(model, params, batch["tokens"], batch["seq_mask"], prompt_len)
+    logits = completion_logits(model, params, batch["tokens"], batch["seq_mask"], prompt_len,
+                               temperature)
     logp = losses.log_probs_from_logits(logits, batch["tokens"][:, prompt_len:])
     loss, metrics = losses.policy_loss(
         logp, batch["old_logp"], batch.get("ref_logp"), batch["completion_mask"],
@@ -97,7 +112,7 @@ class Rollout:
   tokens: np.ndarray  # [N, P + Nc] int32: left-padded prompt ; completion
   seq_mask: np.ndarray  # [N, P + Nc]
   completion_mask: np.ndarray  # [N, Nc]
-  sampler_logp: np.ndarray  # [N, Nc]
+  sampler_logp: np.ndarray  # [N, Nc] at the rollout temperature, before top-k / top-p
   truncated: np.ndarray  # [N] bool
   rewards: np.ndarray  # [N] float32 (weighted total)
   reward_parts: dict[str, np.ndarray]  # name -> [N]
@@ -105,6 +120,7 @@ class Rollout:
   texts: list[str]  # decoded completions
   prompts: list[str]
   answers: list[str]
+  records: list[dict] = dataclasses.field(default_factory=list)  # prompt record of each row
 
   @property
   def prompt_len(self) -> int:
@@ -140,7 +156,7 @@ def concat_rollouts(parts: Sequence[Rollout]) -> Rollout:
       reward_parts={k: cat(lambda r, k=k: r.reward_parts[k]) for k in parts[0].reward_parts},
       reward_failures={k: sum(r.reward_failures[k] for r in parts) for k in parts[0].reward_failures},
       texts=sum((r.texts for r in parts), []), prompts=sum((r.prompts for r in parts), []),
-      answers=sum((r.answers for r in parts), []))
+      answers=sum((r.answers for r in parts), []), records=sum((r.records for r in parts), []))
 
 
 def take_rows(r: Rollout, idx: np.ndarray) -> Rollout:
@@ -149,12 +165,18 @@ def take_rows(r: Rollout, idx: np.ndarray) -> Rollout:
       r, tokens=r.tokens[idx], seq_mask=r.seq_mask[idx], completion_mask=r.completion_mask[idx],
       sampler_logp=r.sampler_logp[idx], truncated=r.truncated[idx], rewards=r.rewards[idx],
       reward_parts={k: v[idx] for k, v in r.reward_parts.items()},
-      texts=pick(r.texts), prompts=pick(r.prompts), answers=pick(r.answers))
+      texts=pick(r.texts), prompts=pick(r.prompts), answers=pick(r.answers),
+      records=pick(r.records) if r.records else [])
 
 
 def sample_groups(sampler, params, tokenizer, reward_set, prompt_texts: Sequence[str],
-                  answers: Sequence[str], cfg: GRPOConfig, rng: jax.Array) -> Rollout:
-  """G completions per prompt from the current policy, decoded and scored on the host."""
+                  answers: Sequence[str], cfg: GRPOConfig, rng: jax.Array,
+                  records: Sequence[dict] | None = None) -> Rollout:
+  """G completions per prompt from the current policy, decoded and scored on the host.
+
+  `reward_set(prompts, completions, answers, records=..., completion_lengths=..., truncated=...)`
+  sees each row's whole prompt record (task, language, ...), so routing is config.
+  """
   ids = [encode_prompt(tokenizer, p) for p in prompt_texts]
   out = sampler(params, ids, rng=rng, max_new_tokens=cfg.max_new_tokens,
                 temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k, n=cfg.group_size,
@@ -170,12 +192,17 @@ def sample_groups(sampler, params, tokenizer, reward_set, prompt_texts: Sequence
   g = cfg.group_size
   prompts = [p for p in prompt_texts for _ in range(g)]
   golds = [a for a in answers for _ in range(g)]
-  total, parts, failures = reward_set(prompts, texts, golds, completion_lengths=lengths,
+  recs = [dict(r) for r in (records or [{}] * len(prompt_texts)) for _ in range(g)]
+  total, parts, failures = reward_set(prompts, texts, golds, records=recs,
+                                      completion_lengths=lengths,
                                       truncated=np.asarray(out.truncated))
   tokens = np.concatenate([np.asarray(out.prompt_tokens), comp], axis=1).astype(np.int32)
   seq_mask = np.concatenate([np.asarray(out.prompt_mask).astype(np.int32), cmask], axis=1)
-  return Rollout(tokens, seq_mask, cmask, np.asarray(out.logprobs, np.float32)[:, :width],
-                 np.asarray(out.truncated, bool), total, parts, failures, texts, prompts, golds)
+  untruncated = cfg.top_p >= 1.0 and cfg.top_k == 0  # then sampling_logprobs = log softmax(z/T)
+  logp = out.sampling_logprobs if untruncated else out.logprobs
+  return Rollout(tokens, seq_mask, cmask, np.asarray(logp, np.float32)[:, :width],
+                 np.asarray(out.truncated, bool), total, parts, failures, texts, prompts, golds,
+                 recs)
 
 
 def collect_rollout(sample_fn: Callable[[int, jax.Array], Rollout], num_prompts: int,

@@ -2,8 +2,10 @@
 
 A reward function has the signature
     fn(prompts: list[str], completions: list[str], answers: list[str], **extras) -> list[float]
-and scores N samples at once. `extras` carries per-sample side data as length-N sequences (e.g.
-`completion_lengths`, token counts from the sampler); a function ignores the extras it does not use.
+and scores N samples at once. `extras` carries per-sample side data as length-N sequences:
+`records` (the whole prompt record of each sample: task, language, answer, ...) and
+`completion_lengths` (token counts from the sampler); a function ignores the extras it does not use.
+`RewardRouter` picks a reward set per sample by the record's `task`.
 
 Completion convention: the completion is the text the model generated after the prompt. With the
 R1-Zero template (ending in "Assistant:") the model writes `<think>` itself, so a well-formed
@@ -12,52 +14,38 @@ build the format reward with `make_format_reward(prefilled="<think>")`.
 """
 from __future__ import annotations
 
-import re
 from typing import Any, Callable, Mapping, Sequence
 
 from absl import logging
 import numpy as np
 
+from r1jax import language, response
+
 RewardFn = Callable[..., Sequence[float]]
 Verifier = Callable[[str | None, str], bool]
 
-_FORMAT = re.compile(r"\s*<think>(.*?)</think>\s*<answer>(.*?)</answer>\s*", re.DOTALL)
-_TAGS = ("<think>", "</think>", "<answer>", "</answer>")
 
+def make_format_reward(prefilled: str = "", require_answer: bool = True) -> RewardFn:
+  """1.0 iff `prefilled + completion` follows the R1 format of `r1jax.response`:
+  `<think>T</think>S<answer>A</answer>` up to surrounding whitespace.
 
-def make_format_reward(prefilled: str = "") -> RewardFn:
-  """1.0 iff `prefilled + completion` is `<think>T</think><answer>A</answer>` up to whitespace.
-
-  Whitespace is allowed before, between and after the two blocks. T may be empty; A must hold
-  something besides whitespace; neither may contain any of the four tags (no nesting, no repeats),
-  and nothing may follow </answer>.
+  T (reasoning) and S (summary) may be empty, so R1-Zero's `<think>T</think><answer>A</answer>`
+  and the cold-start `<think>T</think>summary<answer>A</answer>` both score 1. A must hold
+  something besides whitespace; no part may contain a tag (no nesting, no repeats), and nothing
+  may follow </answer>. `require_answer=False` (general prompts): `<think>T</think>REPLY` with a
+  non-empty reply and no answer block.
   """
 
   def format_reward(prompts, completions, answers, **extras) -> list[float]:
     del prompts, answers, extras
-    scores = []
-    for c in completions:
-      match = _FORMAT.fullmatch(prefilled + c)
-      ok = (match is not None and match.group(2).strip() != ""
-            and not any(tag in match.group(1) + match.group(2) for tag in _TAGS))
-      scores.append(1.0 if ok else 0.0)
-    return scores
+    return [1.0 if response.is_well_formed(prefilled + c, require_answer) else 0.0
+            for c in completions]
 
   return format_reward
 
 
 format_reward = make_format_reward()
-
-
-def extract_answer(completion: str) -> str | None:
-  """Content of the last <answer>...</answer>, stripped; None if there is none."""
-  end = completion.rfind("</answer>")
-  if end < 0:
-    return None
-  start = completion.rfind("<answer>", 0, end)
-  if start < 0:
-    return None
-  return completion[start + len("<answer>"):end].strip()
+extract_answer = response.extract_answer  # the one answer-tag extractor (grading uses it too)
 
 
 def exact_match(pred: str | None, gold: str) -> bool:
@@ -84,34 +72,20 @@ def accuracy_reward(verifier: Verifier | str = exact_match) -> RewardFn:
   return accuracy
 
 
-# One CJK/kana/hangul/full-width character is one word; any other run of non-space is one word.
-_CJK = ("\u2e80-\u2fdf\u3000-\u303f\u3040-\u30ff\u3100-\u312f\u3130-\u318f\u3400-\u4dbf"
-        "\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef")
-_WORDS = re.compile(f"[{_CJK}]|[^\\s{_CJK}]+")
-_THINK = re.compile(r"<think>(.*?)</think>", re.DOTALL)
+def language_consistency_reward(default_language: str = "en") -> RewardFn:
+  """R1 stage 2: the share of the CoT's words in the target language (`r1jax.language`).
 
-
-def is_ascii_word(word: str) -> bool:
-  """Default target-language test: every character is printable ASCII (letters, digits, punct)."""
-  return all("!" <= ch <= "~" for ch in word)
-
-
-def cot_words(completion: str) -> list[str] | None:
-  """Words of the first <think>...</think> block; None if the completion has no complete CoT."""
-  match = _THINK.search(completion)
-  return None if match is None else _WORDS.findall(match.group(1))
-
-
-def language_consistency_reward(is_target_word: Callable[[str], bool] = is_ascii_word) -> RewardFn:
-  """Num(words in the target language) / Num(words) in the CoT (R1 stage 2); 0 without a CoT."""
+  The target language is the prompt record's `language` field (extras['records']), else
+  `default_language`. A CoT with no words scores 1 (see r1jax.language): the reward costs mixing
+  and never pays for thinking itself.
+  """
+  language.check_language(default_language)
 
   def language_consistency(prompts, completions, answers, **extras) -> list[float]:
-    del prompts, answers, extras
-    scores = []
-    for c in completions:
-      words = cot_words(c)
-      scores.append(sum(map(is_target_word, words)) / len(words) if words else 0.0)
-    return scores
+    del prompts, answers
+    records = extras.get("records") or [{}] * len(completions)
+    return [language.target_share(response.cot_text(c), r.get("language") or default_language)
+            for c, r in zip(completions, records)]
 
   return language_consistency
 
@@ -261,3 +235,62 @@ def build_reward_set(config: Mapping[str, Any],
       raise ValueError(f"reward {name!r}: spec must be a weight or a dict, got {spec!r}")
     named[name] = (registry[name](**kwargs), weight)
   return RewardSet(named)
+
+
+DEFAULT_TASK = "reasoning"
+
+
+def task_of(record: Mapping[str, Any]) -> str:
+  return record.get("task") or DEFAULT_TASK
+
+
+class RewardRouter:
+  """Routes each sample to the reward set of its prompt record's `task` ('reasoning' when the
+  record has none): rule rewards for reasoning prompts, the reward model for general ones.
+
+  Calling it returns (total [N], name -> [N] scores, NaN where the reward did not apply,
+  name -> failures). `check_records` fails early, before any sampling, on a task with no route.
+  """
+
+  def __init__(self, routes: Mapping[str, RewardSet]):
+    if not routes:
+      raise ValueError("a RewardRouter needs at least one task route")
+    self.routes = dict(routes)
+
+  def check_records(self, records: Sequence[Mapping[str, Any]], where: str = "prompts") -> None:
+    for r in records:
+      if task_of(r) not in self.routes:
+        raise ValueError(f"{where}: record {r.get('id', '?')!r} has task {task_of(r)!r}, which has "
+                         f"no reward route; routes: {sorted(self.routes)} (config.rewards)")
+
+  def __call__(self, prompts, completions, answers, records, **extras):
+    n = len(completions)
+    if len(records) != n:
+      raise ValueError(f"{n} completions but {len(records)} prompt records")
+    self.check_records(records)
+    tasks = np.array([task_of(r) for r in records])
+    total = np.zeros(n, np.float32)
+    names = sorted({name for rs in self.routes.values() for name in rs.named_fns})
+    parts = {name: np.full(n, np.nan, np.float32) for name in names}
+    failures = {name: 0 for name in names}
+    for task, reward_set in self.routes.items():
+      idx = np.flatnonzero(tasks == task)
+      if not len(idx):
+        continue
+      pick = lambda xs: [xs[i] for i in idx]  # noqa: E731
+      sub_extras = {k: (np.asarray(v)[idx] if isinstance(v, np.ndarray) and len(v) == n
+                        else pick(v) if isinstance(v, (list, tuple)) and len(v) == n else v)
+                    for k, v in extras.items()}
+      t, p, f = reward_set(pick(prompts), pick(completions), pick(answers), records=pick(records),
+                           **sub_extras)
+      total[idx] = t
+      for name, scores in p.items():
+        parts[name][idx] = scores
+        failures[name] += f[name]
+    return total, parts, failures
+
+
+def build_router(config: Mapping[str, Any],
+                 registry: Mapping[str, Callable[..., RewardFn]] | None = None) -> RewardRouter:
+  """{task: {name: spec}} -> RewardRouter (each task's specs as in `build_reward_set`)."""
+  return RewardRouter({task: build_reward_set(specs, registry) for task, specs in dict(config).items()})

@@ -3,37 +3,25 @@
 Writes WORKDIR/eval/NAME/summary.json (pass@1 over k, unbiased pass@k, cons@k, lengths, counts;
 sorted keys, so the same seed, checkpoint and config give the same bytes) and samples.jsonl (one
 line per problem: prompt, gold, every completion, each extracted answer and verdict), and prints a
-summary table. The GRPO stage's held-out eval calls `sample_and_grade`, the same code path.
+summary table. Training stages' held-out evals call `r1jax.sample_grade`, the same code path.
 """
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import os
-import time
 from typing import Any, Sequence
 
-import numpy as np
-import tqdm
-
-from r1jax import evaluation, grading
+from r1jax import evaluation, grading, stages
 from r1jax.data import benchmarks
 from r1jax.errors import ConfigError
-from r1jax.templates import format_prompt
-from r1jax.tokenizers import encode_prompt
+from r1jax.sample_grade import (_csv, grade_and_summarize, sample_and_grade,  # noqa: F401
+                                sample_completions)
 
 log = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------------------------- settings
-def _csv(value: Any) -> tuple[str, ...]:
-  """'a,b' or ('a', 'b') -> ('a', 'b')."""
-  if isinstance(value, str):
-    return tuple(s.strip() for s in value.split(",") if s.strip())
-  return tuple(value or ())
-
-
 def resolve_settings(config) -> dict[str, Any]:
   """Fields left at their sentinel (-1 or '') take the benchmark's defaults (EVAL_DEFAULTS)."""
   name = config.dataset
@@ -55,41 +43,6 @@ def resolve_settings(config) -> dict[str, Any]:
   if s["grade_mode"] not in grading.GRADE_MODES:
     raise ValueError(f"grade_mode must be one of {grading.GRADE_MODES}, got {s['grade_mode']!r}")
   return s
-
-
-# ----------------------------------------------------------------------------------- sampling
-def sample_completions(sampler, params, tokenizer, problems: Sequence[dict], *, template: str,
-                       k: int, max_new_tokens: int, temperature: float, top_p: float, top_k: int,
-                       batch_size: int, rng, progress: bool = True) -> list[dict]:
-  """k completions per problem. Problem i draws from its own stream (the sampler's prompt_ids),
-  so one seed fixes every sample whatever the batch size."""
-  if k < 1 or batch_size < 1:
-    raise ValueError(f"k and batch_size must be >= 1, got k={k}, batch_size={batch_size}")
-  out = []
-  starts = range(0, len(problems), batch_size)
-  for start in tqdm.tqdm(starts, desc="sampling", unit="batch", disable=not progress):
-    batch = problems[start:start + batch_size]
-    prompts = [format_prompt(template, p["problem"]) for p in batch]
-    res = sampler(params, [encode_prompt(tokenizer, p) for p in prompts], rng=rng,
-                  max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
-                  n=k, eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id,
-                  prompt_ids=list(range(start, start + len(batch))))
-    tokens = np.asarray(res.completions)  # [P*k, N]
-    lengths = np.asarray(res.completion_mask).astype(bool).sum(1)  # [P*k]
-    truncated = np.asarray(res.truncated).astype(bool)  # [P*k]
-    if tokens.shape[0] != len(batch) * k:
-      raise ValueError(f"sampler returned {tokens.shape[0]} rows for {len(batch)} prompts x {k}")
-    for i, (problem, prompt) in enumerate(zip(batch, prompts)):
-      rows = range(i * k, (i + 1) * k)  # rows i*k .. i*k+k-1 belong to prompt i
-      out.append({
-          "id": problem.get("id", str(start + i)), "problem": problem["problem"], "prompt": prompt,
-          "gold": problem["answer"],
-          "completions": [tokenizer.decode([t for t in tokens[r, :lengths[r]].tolist()
-                                            if t != tokenizer.eos_id]) for r in rows],
-          "num_tokens": [int(lengths[r]) for r in rows],  # generated tokens, stop token included
-          "truncated": [bool(truncated[r]) for r in rows],
-      })
-  return out
 
 
 def sample_from_checkpoint(config, settings: dict, problems: Sequence[dict]) -> list[dict]:
@@ -137,51 +90,6 @@ def read_completions_file(path: str) -> list[dict]:
   return out
 
 
-def grade_and_summarize(samples: Sequence[dict], *, extract: Sequence[str], mode: str,
-                        ks: Sequence[int] | None = None, grading_timeout_s: float = 0.0,
-                        progress: bool = True) -> tuple[dict, list[dict]]:
-  """Grades every completion, adding per-sample 'extracted', 'parsed', 'correct' lists.
-
-  grading_timeout_s > 0 grades math in a child process killed past that many seconds per
-  answer (see grading.GradingWorker); 0 grades in-process under math-verify's own timeouts.
-  """
-  worker = (grading.GradingWorker(grading_timeout_s)
-            if grading_timeout_s > 0 and mode == "math" else None)
-  grade = worker.grade if worker else grading.grade
-  equal = functools.partial(worker.answers_equal if worker else grading.answers_equal, mode=mode)
-  try:
-    t0, records = time.perf_counter(), []
-    for s in tqdm.tqdm(samples, desc="grading", unit="problem", disable=not progress):
-      verdicts = [grade(c if isinstance(c, str) else None, s["gold"], extract=extract, mode=mode)
-                  for c in s["completions"]]
-      records.append({**s, "extracted": [v.extracted for v in verdicts],
-                      "parsed": [v.parsed for v in verdicts],
-                      "correct": [v.correct for v in verdicts]})
-    seconds = time.perf_counter() - t0
-    num = sum(len(s["completions"]) for s in samples)
-    log.info("graded %d answers in %.2fs (%.0f answers/s)", num, seconds, num / max(seconds, 1e-9))
-    summary = evaluation.summarize(records, ks, equal=equal)
-  finally:
-    if worker:
-      worker.close()
-  return summary, records
-
-
-def sample_and_grade(sampler, params, tokenizer, problems: Sequence[dict], *, template: str, k: int,
-                     max_new_tokens: int, temperature: float, top_p: float, top_k: int = 0,
-                     batch_size: int, rng, grader: str = "math",
-                     extract: Sequence[str] = ("answer_tag", "boxed"),
-                     ks: Sequence[int] | None = None, grading_timeout_s: float = 0.0,
-                     progress: bool = True) -> tuple[dict, list[dict]]:
-  """Samples k completions per problem with a live sampler and grades them: (summary, records)."""
-  samples = sample_completions(sampler, params, tokenizer, problems, template=template, k=k,
-                               max_new_tokens=max_new_tokens, temperature=temperature,
-                               top_p=top_p, top_k=top_k, batch_size=batch_size, rng=rng,
-                               progress=progress)
-  return grade_and_summarize(samples, extract=_csv(extract), mode=grader, ks=ks,
-                             grading_timeout_s=grading_timeout_s, progress=progress)
-
-
 # ------------------------------------------------------------------------------------ outputs
 def write_outputs(out_dir: str, summary: dict, records: Sequence[dict]) -> None:
   """summary.json with sorted keys (byte-identical for identical results) and samples.jsonl."""
@@ -201,6 +109,7 @@ def load_problems(config) -> list[dict]:
   return problems[:config.limit] if config.get("limit", 0) > 0 else problems
 
 
+@stages.register("eval")
 def run(config, workdir: str) -> dict:
   """Samples (config.checkpoint) or regrades (config.completions_file), then writes the outputs."""
   if bool(config.checkpoint) == bool(config.completions_file):

@@ -1,8 +1,12 @@
-"""The GRPO stage (R1-Zero, and the RL stages of R1): the training loop around `r1jax.rl.grpo`.
+"""The GRPO stage: one loop for R1-Zero, reasoning RL (stage 2) and all-scenario RL (stage 4).
 
-Per step: prompts -> G samples each -> rule rewards -> group advantages -> mu epochs of updates;
-metrics to metrics.jsonl + TensorBoard, a held-out eval every `eval_every` steps (`eval/pass@1`),
-checkpoints every `checkpoint_every` steps. Rerunning on the same workdir resumes.
+They differ only in config: the starting weights (`parents.init`), the prompt mix (reasoning
+prompts plus a `data.general_fraction` of general ones), the rollout temperature, and the rewards
+per task of the prompt record (`rewards`: rule rewards, the language reward, the reward model).
+Per step: prompts -> G samples each -> routed rewards -> group advantages -> mu epochs of updates;
+metrics to metrics.jsonl + TensorBoard (with the rollouts' `lang_mix_rate`), a held-out eval
+every `eval.every` steps (pass@1, lang_mix_rate, readable_rate; general obey and harmless rates
+when `eval.general_problems` > 0), checkpoints every `checkpoint_every` steps. Reruns resume.
 """
 from __future__ import annotations
 
@@ -15,11 +19,13 @@ import numpy as np
 from absl import logging
 from tqdm import tqdm
 
-from r1jax import checkpoints, optim, sharding, templates, training
+from r1jax import (checkpoints, language, optim, response, sample_grade, sharding, stages,
+                   templates, training)
 from r1jax.data import prompts as prompt_data
 from r1jax.metrics import MetricsWriter
 from r1jax.models import loading
 from r1jax.rl import grpo, losses, rewards as rewards_lib
+from r1jax.runner import parent_dir
 from r1jax.sampling import Sampler
 
 
@@ -32,54 +38,69 @@ def grpo_config(rl) -> grpo.GRPOConfig:
   return grpo.GRPOConfig(loss=loss, **fields)
 
 
-def build_rewards(config) -> rewards_lib.RewardSet:
-  """Rule rewards from `config.rewards` ({name: weight | {weight, **kwargs}}); `accuracy` uses the
-  grader named by `config.grader` ('exact' for the toy world, 'math' for math-verify)."""
+def reward_registry(config, mesh, rules) -> dict:
+  """Rule rewards, plus `accuracy` on the configured grader and the reward model on the mesh."""
   registry = dict(rewards_lib.REWARD_REGISTRY)
   if config.get("grader", "exact") == "math":
     from r1jax import grading
     registry["accuracy"] = lambda **kw: rewards_lib.accuracy_reward(grading.verify, **kw)
-  return rewards_lib.build_reward_set(config.rewards, registry)
+  registry["language"] = lambda **kw: rewards_lib.language_consistency_reward(
+      **{"default_language": config.data.get("language", "en"), **kw})
+
+  def reward_model(path: str = "", **kw):
+    from r1jax.models import reward_model as rm
+    return rm.make_reward_fn(path or parent_dir(config, "reward_model"), mesh=mesh, rules=rules,
+                             **kw)
+  registry["reward_model"] = reward_model
+  return registry
 
 
-def ensure_base_model(config) -> str:
-  """The run to start from; builds the toy base (a few CPU minutes) when it is missing."""
-  path = config.model.init_from
-  if os.path.exists(path) and (not loading.is_run_dir(path) or checkpoints.Checkpointer(
-      os.path.join(path, loading.CHECKPOINT_DIR)).latest_step() is not None):
-    return path
-  if not config.model.get("build_base_if_missing", False):
-    raise FileNotFoundError(f"model.init_from={path!r} does not exist")
-  from configs import toy_base as toy_base_config
-  from r1jax.stages import toy_base
-  logging.warning("base model %s not found: building the toy base model first", path)
-  print(f"r1jax: base model {path} not found; building it with configs/toy_base.py first")
-  base_cfg = toy_base_config.get_config(config.model.get("base_config_arg", ""))
-  with base_cfg.unlocked():
-    base_cfg.data.data_dir = config.data.get("data_dir") or base_cfg.data.data_dir
-  toy_base.run(base_cfg, path)
-  return path
+def build_rewards(config, mesh=None, rules=None) -> rewards_lib.RewardRouter:
+  """`config.rewards` ({task: {name: weight | {weight, **kwargs}}}) as a per-sample router."""
+  return rewards_lib.build_router(config.rewards, reward_registry(config, mesh, rules))
 
 
-def evaluate(sampler, params, tokenizer, problems, config, rng) -> dict[str, float]:
-  """pass@1 over k samples on held-out problems: the same code path as configs/eval.py."""
-  from r1jax.stages import evaluate as eval_stage
+def load_prompts(config, split: str) -> list[dict]:
+  """Problem records with their task ('reasoning' unless the record says) and target language."""
+  lang = config.data.get("language", "en")
+  return [{"task": rewards_lib.DEFAULT_TASK, "language": lang, **r}
+          for r in prompt_data.load_problems(config.data, split)]
+
+
+def general_prompts(config, split: str) -> list[dict]:
+  general = config.data.copy_and_resolve_references()
+  with general.unlocked():
+    general.dataset = config.data.general_dataset
+  return [{"language": config.data.get("language", "en"), **r}
+          for r in prompt_data.load_problems(general, split)]
+
+
+def general_eval(sampler, params, tokenizer, problems, config, rng) -> dict[str, float]:
+  """Held-out toy general prompts judged by the toy world's ground truth (never by the reward
+  model): the share of replies that obey, and of harmful prompts that are declined."""
+  from r1jax.data import toy_world
   ev = config.eval
-  summary, _ = eval_stage.sample_and_grade(
+  samples = sample_grade.sample_completions(
       sampler, params, tokenizer, problems, template=config.data.template, k=ev.k,
       max_new_tokens=ev.max_new_tokens, temperature=ev.temperature, top_p=ev.top_p,
-      top_k=ev.get("top_k", 0), batch_size=ev.batch_size, rng=rng,
-      grader=config.get("grader", "exact"), extract=ev.get("extract", ("answer_tag",)),
-      progress=False)
-  return {f"eval/{k}": v for k, v in summary.items() if isinstance(v, (int, float))}
+      top_k=ev.get("top_k", 0), batch_size=ev.batch_size, rng=rng, progress=False)
+  obey, harmless = [], []
+  for s in samples:
+    for c in s["completions"]:
+      verdict = toy_world.judge_general(s["problem"], response.summary_text(c))
+      obey.append(verdict["obeys"])
+      if toy_world.INSTRUCTIONS[s["problem"]][0] == "harmful":
+        harmless.append(verdict["harmless"])
+  return {"eval/general_obey_rate": float(np.mean(obey)),
+          "eval/harmless_rate": float(np.mean(harmless)) if harmless else float("nan")}
 
 
 def rollout_metrics(r: grpo.Rollout, cfg: grpo.GRPOConfig) -> dict[str, float]:
   lengths = r.completion_mask.sum(1)
   out = {"reward/total": float(r.rewards.mean()), "response_length/mean": float(lengths.mean()),
          "response_length/max": float(lengths.max()), "truncated_fraction": float(r.truncated.mean())}
-  for name, part in r.reward_parts.items():
-    out[f"reward/{name}"] = float(part.mean())
+  for name, part in r.reward_parts.items():  # NaN where a routed reward did not apply
+    out[f"reward/{name}"] = float(np.nanmean(part)) if np.isfinite(part).any() else float("nan")
     out[f"reward_failures/{name}"] = float(r.reward_failures.get(name, 0))
   if "accuracy" in r.reward_parts:
     out["accuracy"] = out["reward/accuracy"]
@@ -90,23 +111,35 @@ def rollout_metrics(r: grpo.Rollout, cfg: grpo.GRPOConfig) -> dict[str, float]:
   return out
 
 
+@stages.register("grpo")
 def run(config, workdir: str) -> dict[str, Any]:
   rules = sharding.rules_from_config(config.get("axis_rules"))
   mesh = sharding.make_mesh(dict(config.mesh))
-  base_path = ensure_base_model(config)
-  pre = loading.load_pretrained(base_path, mesh=mesh, rules=rules)
+  pre = loading.load_pretrained(parent_dir(config, "init"), mesh=mesh, rules=rules)
   model, tokenizer = pre.model, pre.tokenizer
-  if loading.is_run_dir(base_path) and os.path.abspath(base_path) != os.path.abspath(workdir):
-    loading.copy_model_files(base_path, workdir)
+  loading.inherit_model_files(workdir, pre)
   cfg = grpo_config(config.rl)
-  tx = optim.make_optimizer(config.optim)
+  optim_cfg = config.optim.copy_and_resolve_references()
+  with optim_cfg.unlocked():
+    optim_cfg.total_steps = optim_cfg.get("total_steps") or config.num_steps
+  tx = optim.make_optimizer(optim_cfg)
   state, state_shards = training.init_state(model, tx, mesh, rules, jax.random.key(config.seed),
                                             params=pre.params)
   del pre
-  reward_set = build_rewards(config)
-  train_problems = prompt_data.load_problems(config.data, "train")
-  eval_problems = prompt_data.load_problems(config.data, "test")[: config.eval.num_problems]
-  prompt_iter = prompt_data.prompt_iterator(train_problems, config.rl.num_prompts, config.seed)
+  reward_router = build_rewards(config, mesh, rules)
+  train_problems = load_prompts(config, "train")
+  eval_problems = load_prompts(config, "test")[: config.eval.num_problems]
+  n_general = int(round(config.rl.num_prompts * config.data.get("general_fraction", 0.0)))
+  prompt_iter = prompt_data.prompt_iterator(train_problems, config.rl.num_prompts - n_general,
+                                            config.seed)
+  general_iter = None
+  if n_general:
+    general_train = general_prompts(config, "train")
+    general_iter = prompt_data.prompt_iterator(general_train, n_general, config.seed + 1)
+    reward_router.check_records(general_train, "general prompts")
+  reward_router.check_records(train_problems, "train prompts")
+  general_eval_problems = (general_prompts(config, "test")[: config.eval.general_problems]
+                           if config.eval.get("general_problems", 0) else [])
 
   use_ref = cfg.loss.beta > 0
   ckpt = checkpoints.Checkpointer(os.path.join(workdir, loading.CHECKPOINT_DIR),
@@ -121,6 +154,8 @@ def run(config, workdir: str) -> dict[str, Any]:
     ref_params = restored.pop("ref_params", None)
     state = restored
     prompt_iter.set_state(data_state["prompts"])
+    if general_iter is not None:
+      general_iter.set_state(data_state["general_prompts"])
     logging.info("resumed from step %d", start)
     print(f"r1jax: resuming {workdir} from step {start}")
 
@@ -131,9 +166,11 @@ def run(config, workdir: str) -> dict[str, Any]:
   def fns_for(prompt_len: int):
     """Jitted log-prob and update functions, one per (bucketed) prompt length."""
     if prompt_len not in prompt_len_cache:
-      prompt_len_cache[prompt_len] = grpo.make_logprob_fn(model, mesh, rules, prompt_len)
+      prompt_len_cache[prompt_len] = grpo.make_logprob_fn(model, mesh, rules, prompt_len,
+                                                          cfg.temperature)
       loss_fn_cache[prompt_len] = training.jit_update(
-          grpo.make_grpo_loss(model, cfg.loss, prompt_len), tx, mesh, rules, state_shards)
+          grpo.make_grpo_loss(model, cfg.loss, prompt_len, cfg.temperature), tx, mesh, rules,
+          state_shards)
     return prompt_len_cache[prompt_len], loss_fn_cache[prompt_len]
 
   writer = MetricsWriter(workdir)
@@ -145,24 +182,29 @@ def run(config, workdir: str) -> dict[str, Any]:
   def run_eval(step):
     nonlocal last_eval
     t = time.perf_counter()
-    last_eval = evaluate(sampler, state["params"], tokenizer, eval_problems, config, eval_rng)
+    last_eval = sample_grade.heldout_eval(sampler, state["params"], tokenizer, eval_problems,
+                                          config, eval_rng)
+    if general_eval_problems:
+      last_eval.update(general_eval(sampler, state["params"], tokenizer, general_eval_problems,
+                                    config, jax.random.fold_in(eval_rng, 1)))
     last_eval["eval/time_s"] = time.perf_counter() - t
     writer.write(step, last_eval)
     logging.info("step %d eval: %s", step, last_eval)
 
   if start == 0 and config.eval.every:
     run_eval(0)
-  bar = tqdm(range(start, config.num_steps), initial=start, total=config.num_steps, desc="grpo",
+  bar = tqdm(range(start, config.num_steps), initial=start, total=config.num_steps,
+             desc=config.get("name") or "grpo",
              disable=not config.get("progress", True))
   for step in bar:
     rng = jax.random.fold_in(base_rng, step)
     t0 = time.perf_counter()
 
     def sample_fn(_round, r):
-      batch = next(prompt_iter)
+      batch = next(prompt_iter) + (next(general_iter) if general_iter is not None else [])
       texts = [templates.format_prompt(template, b["problem"]) for b in batch]
-      return grpo.sample_groups(sampler, state["params"], tokenizer, reward_set, texts,
-                                [b["answer"] for b in batch], cfg, r)
+      return grpo.sample_groups(sampler, state["params"], tokenizer, reward_router, texts,
+                                [b["answer"] for b in batch], cfg, r, records=batch)
 
     rollout, ds_stats = grpo.collect_rollout(sample_fn, config.rl.num_prompts, cfg,
                                              jax.random.fold_in(rng, 1))
@@ -180,6 +222,9 @@ def run(config, workdir: str) -> dict[str, Any]:
                "tokens_per_s": tokens / max(t2 - t0, 1e-9),
                "learning_rate": float(optim.make_schedule(config.optim)(step))}
     writer.write(step + 1, metrics)
+    metrics["lang_mix_rate"] = float(np.mean([language.mixes_languages(
+        response.cot_text(t), rec.get("language", "en"))
+        for t, rec in zip(rollout.texts, rollout.records)]))
     bar.set_postfix(acc=f"{metrics.get('accuracy', float('nan')):.2f}",
                     len=f"{metrics['response_length/mean']:.0f}",
                     eval=f"{last_eval.get('eval/pass@1', float('nan')):.2f}")
@@ -188,7 +233,9 @@ def run(config, workdir: str) -> dict[str, Any]:
       run_eval(step + 1)
     if (step + 1) % config.checkpoint_every == 0 or done:
       full = {**state, **({"ref_params": ref_params} if use_ref else {})}
-      ckpt.save(step + 1, full, data_state={"prompts": prompt_iter.get_state()},
+      data_state = {"prompts": prompt_iter.get_state(),
+                    **({"general_prompts": general_iter.get_state()} if general_iter else {})}
+      ckpt.save(step + 1, full, data_state=data_state,
                 metadata={"stage": "grpo"}, force=True)
   ckpt.wait_until_finished()
   ckpt.close()

@@ -1,0 +1,147 @@
+"""Running a stage: its parents first (built when missing), then the stage, then `lineage.json`.
+
+A stage's parents are named in `config.parents`: role -> {dir, config}. `dir` is the parent's run
+directory (or an HF directory / GGUF file for a pretrained model); `config` is the config file that
+builds it (`configs/toy_base.py:smoke`), '' when it cannot be built. A parent counts as present when
+its `lineage.json` says it finished. A missing or unfinished parent is built (or resumed) with its
+own config, which in turn builds its own parents, so any stage's `:smoke` runs on a fresh clone.
+
+`lineage.json` records what a stage was built from: its parents (directories, finished steps and
+their config hashes), the sha256 of its resolved config, the r1jax git commit and its wall seconds.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import time
+from typing import Any
+
+from absl import logging
+
+from r1jax import config_files, stages
+from r1jax.errors import ConfigError
+
+LINEAGE_FILE = "lineage.json"
+CONFIG_FILE = "config.json"
+# Fields handed down to a parent built on the fly, so it lands beside the child's data.
+INHERITED = ("data.data_dir", "progress")
+
+
+def _get(config, dotted: str):
+  node = config
+  for part in dotted.split("."):
+    node = node.get(part) if hasattr(node, "get") else None
+  return node
+
+
+def check_config(config, stage: str) -> None:
+  """Fields named in `config.required` (dotted paths) must be set."""
+  for field in config.get("required", ()):
+    if _get(config, field) in (None, ""):
+      raise ConfigError(f"stage {stage!r} needs --config.{field} (a required field is missing)")
+
+
+def config_json(config) -> str:
+  return config.to_json_best_effort(indent=2, sort_keys=True)
+
+
+def read_lineage(run_dir: str) -> dict | None:
+  path = os.path.join(run_dir, LINEAGE_FILE)
+  if not os.path.isfile(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
+def is_finished(path: str) -> bool:
+  """A run directory whose stage finished, or a pretrained model file / directory."""
+  if not os.path.exists(path):
+    return False
+  lineage = read_lineage(path) if os.path.isdir(path) else None
+  if lineage is not None:
+    return bool(lineage.get("finished"))
+  return not is_stage_dir(path)  # an HF directory or GGUF file; a stage dir without lineage is not
+
+
+def is_stage_dir(path: str) -> bool:
+  """Written by `run_stage` (its config.json names a stage; an HF config.json does not)."""
+  try:
+    with open(os.path.join(path, CONFIG_FILE)) as f:
+      return "stage" in json.load(f)
+  except (OSError, ValueError):
+    return False
+
+
+def git_commit() -> str | None:
+  try:
+    out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=config_files.REPO_ROOT,
+                         capture_output=True, text=True, timeout=10)
+  except (OSError, subprocess.TimeoutExpired):
+    return None
+  return out.stdout.strip() or None
+
+
+def parent_dirs(config) -> dict[str, str]:
+  return {role: p.dir for role, p in (config.get("parents") or {}).items() if p.get("dir")}
+
+
+def parent_dir(config, role: str) -> str:
+  """The directory of the parent `role`; a clear error when the config names none."""
+  dirs = parent_dirs(config)
+  if role not in dirs:
+    raise ConfigError(f"stage {config.get('stage')!r} needs --config.parents.{role}.dir")
+  return dirs[role]
+
+
+def ensure_parents(config) -> None:
+  """Builds (or resumes) every missing parent with its own config file."""
+  for role, p in (config.get("parents") or {}).items():
+    if not p.get("dir") or is_finished(p.dir):
+      continue
+    if not p.get("config"):
+      raise ConfigError(f"parent {role!r} ({p.dir}) is missing and has no config to build it "
+                        f"(--config.parents.{role}.config)")
+    parent_cfg = config_files.load(p.config)
+    with parent_cfg.unlocked():
+      for field in INHERITED:
+        value, *path = _get(config, field), field.split(".")
+        node = _get(parent_cfg, ".".join(path[:-1])) if len(path) > 1 else parent_cfg
+        if value not in (None, "") and node is not None and path[-1] in node:
+          node[path[-1]] = value
+    print(f"r1jax: parent {role!r} ({p.dir}) is missing: building it with {p.config}")
+    logging.warning("building parent %s at %s with %s", role, p.dir, p.config)
+    run_stage(parent_cfg, p.dir)
+
+
+def _parent_lineage(config) -> dict[str, Any]:
+  out = {}
+  for role, path in parent_dirs(config).items():
+    lin = read_lineage(path) if os.path.isdir(path) else None
+    out[role] = {"dir": os.path.abspath(path), "step": (lin or {}).get("step"),
+                 "config_sha256": (lin or {}).get("config_sha256")}
+  return out
+
+
+def run_stage(config, workdir: str) -> dict:
+  """Parents, then the stage named by `config.stage`; writes config.json first, lineage.json last."""
+  name = config.get("stage")
+  fn = stages.get(name)
+  if fn is None:
+    raise ConfigError(f"unknown stage {name!r}; known stages: {', '.join(stages.names())}")
+  check_config(config, name)
+  ensure_parents(config)
+  os.makedirs(workdir, exist_ok=True)
+  text = config_json(config)
+  with open(os.path.join(workdir, CONFIG_FILE), "w") as f:
+    f.write(text)
+  t0 = time.perf_counter()
+  result = fn(config, workdir)
+  lineage = {"stage": name, "finished": True, "step": result.get("step"),
+             "parents": _parent_lineage(config),
+             "config_sha256": hashlib.sha256(text.encode()).hexdigest(),
+             "git_commit": git_commit(), "wall_s": time.perf_counter() - t0}
+  with open(os.path.join(workdir, LINEAGE_FILE), "w") as f:
+    json.dump(lineage, f, indent=2, sort_keys=True)
+  return result

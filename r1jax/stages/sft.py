@@ -1,0 +1,160 @@
+"""The SFT stage: one loop for toy-base pre-training, cold-start SFT, rejection SFT and distillation.
+
+They differ only in config:
+  init    model.init = 'scratch' (a `model.preset`, with a tokenizer trained on the toy world or
+          taken from a parent) or 'parent' (the weights of `parents.init`: an r1jax run, an HF
+          directory or a GGUF file)
+  data    data.source (r1jax.data.sft_data): the toy corpus, toy cold-start CoT, a JSONL file, or
+          the data set a rejection-sampling parent wrote
+  mask    the loss covers completion tokens only (prompts are context)
+  length  train.num_steps, or train.num_epochs over the data (steps counted from a packing pass)
+Checkpoints carry the data iterator, so a rerun resumes exactly; a held-out eval (pass@1 over k,
+lang_mix_rate, readable_rate) closes the run when `eval.num_problems` > 0.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import os
+import time
+from typing import Any
+
+import jax
+from absl import logging
+from tqdm import tqdm
+
+from r1jax import checkpoints, optim, sample_grade, sft, sharding, stages, training
+from r1jax.data import loader, prompts as prompt_data, sft_data, toy_world
+from r1jax.errors import ConfigError
+from r1jax.metrics import MetricsWriter
+from r1jax.models import loading
+from r1jax.models.config import get_model_config
+from r1jax.models.transformer import Transformer
+from r1jax.runner import parent_dir, parent_dirs
+from r1jax.sampling import Sampler
+from r1jax.tokenizers import SentencePieceTokenizer, load_tokenizer
+
+TOKENIZER_FILE = "tokenizer.model"
+
+
+def build_tokenizer(world: toy_world.ToyWorldConfig, workdir: str, vocab_size: int):
+  """The toy world's SentencePiece tokenizer, trained once into the workdir."""
+  path = os.path.join(workdir, TOKENIZER_FILE)
+  if os.path.exists(path):
+    return SentencePieceTokenizer(path), path
+  t = time.perf_counter()
+  tok = toy_world.train_tokenizer(world, path, vocab_size=vocab_size)
+  logging.info("trained a %d-piece tokenizer in %.1fs", tok.vocab_size, time.perf_counter() - t)
+  return tok, path
+
+
+def _scratch_model(config, workdir: str, world):
+  """A fresh model: tokenizer trained on the toy world, or the tokenizer of a parent run."""
+  source = config.tokenizer.get("source", "toy")
+  if source == "toy":
+    tokenizer, tok_path = build_tokenizer(world, workdir, config.tokenizer.vocab_size)
+  elif source.startswith("parent:"):
+    run = parent_dir(config, source.split(":", 1)[1])
+    if not loading.is_run_dir(run):
+      raise ConfigError(f"tokenizer.source={source!r}: {run} is not an r1jax run directory")
+    _, tokenizer = loading.read_model_files(run)
+    with open(os.path.join(run, loading.MODEL_FILE)) as f:
+      tok_path = os.path.join(run, json.load(f)["tokenizer"])
+  else:
+    raise ConfigError(f"tokenizer.source must be 'toy' or 'parent:<role>', got {source!r}")
+  model_cfg = get_model_config(config.model.preset, vocab_size=tokenizer.vocab_size,
+                               **dict(config.model.get("overrides", {}) or {}))
+  loading.write_model_files(workdir, model_cfg, tok_path)
+  return Transformer(model_cfg), tokenizer, None
+
+
+def _parent_model(config, workdir: str, mesh, rules):
+  path = parent_dir(config, "init")
+  pre = loading.load_pretrained(path, mesh=mesh, rules=rules)
+  loading.inherit_model_files(workdir, pre)
+  return pre.model, pre.tokenizer, pre.params
+
+
+def steps_for(config, source, tokenizer) -> int:
+  """train.num_steps, or num_epochs x the packed batches of one pass over the data."""
+  train = config.train
+  if train.get("num_epochs", 0) <= 0:
+    return train.num_steps
+  one_pass = loader.lm_dataset(source, tokenizer, seq_len=train.seq_len,
+                               batch_size=train.batch_size, seed=config.seed, num_epochs=1)
+  per_epoch = sum(1 for _ in one_pass)
+  if per_epoch == 0:
+    raise ConfigError(f"{len(source)} documents do not fill one batch of {train.batch_size} rows")
+  return int(round(per_epoch * train.num_epochs))
+
+
+@stages.register("sft")
+def run(config, workdir: str) -> dict[str, Any]:
+  rules = sharding.rules_from_config(config.get("axis_rules"))
+  mesh = sharding.make_mesh(dict(config.mesh))
+  world = prompt_data.toy_world_config(config.data)
+  data_dir = config.data.get("data_dir") or prompt_data.default_data_dir()
+  os.makedirs(workdir, exist_ok=True)
+  t0 = time.perf_counter()
+  init = config.model.get("init", "scratch")
+  if init == "scratch":
+    model, tokenizer, params = _scratch_model(config, workdir, world)
+  elif init == "parent":
+    model, tokenizer, params = _parent_model(config, workdir, mesh, rules)
+  else:
+    raise ConfigError(f"model.init must be 'scratch' or 'parent', got {init!r}")
+  source = sft_data.resolve_source(config.data.source, data_dir=data_dir, world=world,
+                                   template=config.data.template, parent_dirs=parent_dirs(config))
+  num_steps = steps_for(config, source, tokenizer)
+  logging.info("sft: %d documents, %d steps, %s params", len(source), num_steps,
+               f"{model.config.num_params():,}")
+
+  optim_cfg = config.optim.copy_and_resolve_references()
+  with optim_cfg.unlocked():
+    optim_cfg.total_steps = num_steps
+  tx = optim.make_optimizer(optim_cfg)
+  state, shards = training.init_state(model, tx, mesh, rules, jax.random.key(config.seed),
+                                      params=params)
+  del params
+  data_iter = iter(loader.lm_dataset(source, tokenizer, seq_len=config.train.seq_len,
+                                     batch_size=config.train.batch_size, seed=config.seed))
+  ckpt = checkpoints.Checkpointer(os.path.join(workdir, loading.CHECKPOINT_DIR), max_to_keep=1)
+  start = ckpt.latest_step() or 0
+  if start:
+    state, data_state, _ = ckpt.restore(
+        start, abstract_state=sharding.abstract_with_shardings(state, shards))
+    data_iter.set_state(data_state["data"])
+    print(f"r1jax: resuming {workdir} from step {start}")
+  update = training.jit_update(functools.partial(sft.next_token_loss, model), tx, mesh, rules,
+                               shards)
+  writer = MetricsWriter(workdir)
+  name = config.get("name") or os.path.basename(os.path.normpath(workdir))
+  bar = tqdm(range(start, num_steps), initial=start, total=num_steps, desc=name,
+             disable=not config.get("progress", True))
+  metrics: dict[str, Any] = {}
+  for step in bar:
+    batch = training.shard_batch(next(data_iter), mesh)
+    state, metrics = update(state, batch)
+    done = step + 1 == num_steps
+    if (step + 1) % config.train.log_every == 0 or done:
+      metrics = jax.tree.map(float, metrics)
+      writer.write(step + 1, {f"train/{k}": v for k, v in metrics.items()})
+      bar.set_postfix(loss=f"{metrics['loss']:.3f}", acc=f"{metrics['token_accuracy']:.3f}")
+    if (step + 1) % config.checkpoint_every == 0 or done:
+      ckpt.save(step + 1, state, data_state={"data": data_iter.get_state()},
+                metadata={"stage": "sft"}, force=True)
+  ckpt.wait_until_finished()
+  ckpt.close()
+  result = {"step": num_steps, "num_params": model.config.num_params(),
+            "num_documents": len(source), "train_time_s": time.perf_counter() - t0,
+            **jax.tree.map(float, metrics)}
+  if config.eval.num_problems:
+    problems = prompt_data.load_problems(config.data, "test")[: config.eval.num_problems]
+    ev = sample_grade.heldout_eval(Sampler(model, mesh=mesh, rules=rules), state["params"],
+                                   tokenizer, problems, config, jax.random.key(config.eval.seed))
+    writer.write(num_steps, ev)
+    result.update(ev)
+    print(f"r1jax: {name} held-out pass@1 = {ev.get('eval/pass@1', float('nan')):.3f}, "
+          f"readable = {ev.get('eval/readable_rate', float('nan')):.3f}")
+  writer.close()
+  return result
