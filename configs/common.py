@@ -214,3 +214,40 @@ def smoke_grpo(c: ConfigDict) -> None:
   c.rl.max_new_tokens = 16
   c.data.toy = ConfigDict(SMOKE_WORLD)
   smoke_eval(c)
+
+
+def example_file(name: str) -> str:
+  """A small JSONL example shipped with r1jax (r1jax/data/files/examples/), for real models."""
+  import os
+
+  import r1jax.data
+  return os.path.join(os.path.dirname(r1jax.data.__file__), "files", "examples", name)
+
+
+def smollm2_sft(c: ConfigDict, jsonl: str) -> None:
+  """An SFT stage on SmolLM2-135M-Instruct: a few steps on a shipped JSONL example file."""
+  c.parents.init = parent(smollm2_path())
+  c.data.source = jsonl
+  c.data.template = "r1_zero"
+  c.grader = "math"
+  c.train.update({"num_steps": 3, "num_epochs": 0.0, "batch_size": 2, "seq_len": 256,
+                  "log_every": 1})
+  c.checkpoint_every = 3
+  c.optim = optim(1e-5, "constant")
+  c.eval.num_problems = 0  # a 135M model's GSM8K eval takes minutes: configs/eval.py does it
+
+
+def smollm2_grpo(c: ConfigDict) -> None:
+  """A GRPO stage on SmolLM2-135M-Instruct scale: GSM8K prompts, math-verify, two steps."""
+  c.data.dataset = "gsm8k"  # the copy shipped in r1jax/data/files
+  c.data.template = "r1_zero"
+  c.grader = "math"
+  c.num_steps = 2
+  c.checkpoint_every = 2
+  c.rl.num_prompts = 2
+  c.rl.group_size = 4
+  c.rl.max_new_tokens = 128
+  c.eval.every = 0
+  c.eval.num_problems = 0
+  c.eval.extract = ("answer_tag", "boxed", "last_number")
+  c.optim.learning_rate = 1e-6

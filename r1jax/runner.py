@@ -106,7 +106,7 @@ def ensure_parents(config) -> None:
     parent_cfg = config_files.load(p.config)
     with parent_cfg.unlocked():
       for field in INHERITED:
-        value, *path = _get(config, field), field.split(".")
+        value, path = _get(config, field), field.split(".")
         node = _get(parent_cfg, ".".join(path[:-1])) if len(path) > 1 else parent_cfg
         if value not in (None, "") and node is not None and path[-1] in node:
           node[path[-1]] = value

@@ -107,6 +107,19 @@ def batch_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:
   return NamedSharding(mesh, P(axes, *([None] * (ndim - 1))))
 
 
+def batch_divisor(mesh: Mesh) -> int:
+  """How many ways the batch axis is split: the product of the data axes' sizes."""
+  return math.prod(mesh.shape[a] for a in DATA_AXES if a in mesh.axis_names)
+
+
+def check_batch(size: int, mesh: Mesh, what: str) -> None:
+  """A clear error, before any work, for a batch the data axes cannot split evenly."""
+  if size % batch_divisor(mesh):
+    raise ValueError(f"{what}={size} does not divide over the mesh's {batch_divisor(mesh)} "
+                     f"data-parallel shards ({dict(mesh.shape)}); use a multiple of "
+                     f"{batch_divisor(mesh)} or a smaller --config.mesh.data")
+
+
 def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 

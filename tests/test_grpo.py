@@ -55,6 +55,48 @@ def test_trainer_logprobs_equal_sampler_logprobs(setup):
   np.testing.assert_allclose(np.asarray(logp)[m], r.sampler_logp[m], atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("temperature", [0.7, 1.3])
+def test_trainer_logprobs_at_the_sampling_temperature(setup, temperature):
+  """Rollouts drawn at T: the trainer's recomputed log-probs (logits / T) equal the log-probs of
+  the distribution the sampler drew from, and sample_groups stores exactly those."""
+  model, params, _ = setup
+  rng = np.random.default_rng(3)
+  prompts = [list(rng.integers(4, CFG.vocab_size, size=n)) for n in (4, 6)]
+  out = Sampler(model)(params, prompts, rng=jax.random.key(2), max_new_tokens=NEW,
+                       temperature=temperature, n=G, eos_id=3, pad_id=0)
+  tokens, mask = out.sequences()
+  prompt_len = tokens.shape[1] - NEW
+  m = np.asarray(out.completion_mask).astype(bool)
+  at_t = grpo.completion_logprobs(model, params, jnp.asarray(tokens), jnp.asarray(mask),
+                                  prompt_len, temperature)
+  np.testing.assert_allclose(np.asarray(at_t)[m], np.asarray(out.sampling_logprobs)[m],
+                             atol=1e-5, rtol=0)
+  at_one = grpo.completion_logprobs(model, params, jnp.asarray(tokens), jnp.asarray(mask),
+                                    prompt_len)
+  assert np.abs(np.asarray(at_one)[m] - np.asarray(at_t)[m]).max() > 1e-2  # T matters
+
+  class _Tok:
+    eos_id, pad_id = 3, 0
+
+    def encode(self, text):
+      return [int(t) for t in text.split()]
+
+    def decode(self, ids):
+      return " ".join(map(str, ids))
+
+  cfg = grpo.GRPOConfig(group_size=G, max_new_tokens=NEW, temperature=temperature)
+  reward = lambda p, c, a, **kw: (np.zeros(len(c), np.float32), {}, {})  # noqa: E731
+  r = grpo.sample_groups(Sampler(model), params, _Tok(), reward,
+                         [" ".join(map(str, p)) for p in prompts], ["0", "0"], cfg,
+                         jax.random.key(2))
+  logp = grpo.completion_logprobs(model, params, jnp.asarray(r.tokens), jnp.asarray(r.seq_mask),
+                                  r.prompt_len, temperature)
+  cm = r.completion_mask.astype(bool)
+  np.testing.assert_allclose(np.asarray(logp)[cm], r.sampler_logp[cm], atol=1e-5, rtol=0)
+  with pytest.raises(ValueError, match="top_p=1"):
+    grpo.GRPOConfig(old_logprobs_from_sampler=True, top_p=0.95)
+
+
 def _one_update(model, params, rollout, mesh):
   cfg = grpo.GRPOConfig(group_size=G, max_new_tokens=NEW, num_minibatches=2, num_epochs=1,
                         loss=losses.LossConfig(beta=0.04, aggregation="dapo", eps_high=0.28))

@@ -20,7 +20,9 @@ FORMAT_CASES = [
     ("<think>x</think><answer>5</answer><answer>6</answer>", 0.0),  # two answers
     ("<think>x</think><answer>5</answer> so the answer is 5", 0.0),  # text after </answer>
     ("The answer: <think>x</think><answer>5</answer>", 0.0),  # text before <think>
-    ("<think>x</think>then<answer>5</answer>", 0.0),  # text between blocks
+    ("<think>x</think>then<answer>5</answer>", 1.0),  # a summary between blocks (R1's format)
+    ("<think>x</think>So it is 5.\n<answer>5</answer>", 1.0),  # the cold-start shape
+    ("<think>x</think>a </think> b<answer>5</answer>", 0.0),  # a tag inside the summary
     ("<think>x</think><answer>  </answer>", 0.0),  # empty answer
     ("", 0.0),  # empty completion
 ]
@@ -40,7 +42,7 @@ def test_format_prefilled_think():
 @pytest.mark.parametrize("completion,want", [
     ("<think>x</think><answer> 42 </answer>", "42"),
     ("<answer>1</answer> then <answer>2</answer>", "2"),  # the last one
-    ("<answer>1</answer><answer>2", "1"),  # unterminated last answer: the last complete one
+    ("<answer>1</answer><answer>2", None),  # the last answer is unterminated: no final answer
     ("<answer>a<answer>b</answer>", "b"),
     ("no tags", None),
     ("</answer> <answer>", None),
@@ -65,21 +67,31 @@ def test_accuracy_reward():
 
 def test_language_consistency_numbers():
   fn = rw.language_consistency_reward()
+  # Numbers and arithmetic ("3", "7.", "5+7=2") are neutral: in neither count.
   completions = [
-      "<think>3 plus 4 is 7.</think><answer>7</answer>",  # 5 words, all ASCII -> 1.0
-      "<think>3 加 4 is 7</think><answer>7</answer>",  # words 3, 加, 4, is, 7 -> 4/5
-      "<think>三加四等于7</think><answer>7</answer>",  # 5 CJK words + "7" -> 1/6
+      "<think>3 plus 4 is 7.</think><answer>7</answer>",  # plus, is -> 2/2
+      "<think>3 加 4 is 7</think><answer>7</answer>",  # 加, is -> 1/2
+      "<think>三加四等于7</think><answer>7</answer>",  # 5 CJK words -> 0/5
       "<think>add 三加 four</think><answer>7</answer>",  # add, 三, 加, four -> 2/4
       "<think>café au lait</think>",  # é is not ASCII: 2/3
-      "<think>   </think><answer>7</answer>",  # empty CoT -> 0
-      "<answer>7</answer>",  # no CoT -> 0
-      "<think>unterminated",  # no complete CoT -> 0
+      "<think>0*1=0 5+7=二</think><answer>2</answer>",  # the toy world's mixed trace: 二 -> 0/1
+      "<think>0*1=0 5+7=2</think><answer>2</answer>",  # a numeric trace: no words -> 1
+      "<think>   </think><answer>7</answer>",  # empty CoT: no words -> 1 (thinking earns nothing)
+      "<answer>7</answer>",  # no CoT -> 1
+      "<think>unterminated",  # no complete CoT -> 1
   ]
   got = fn(["q"] * len(completions), completions, ["7"] * len(completions))
-  np.testing.assert_allclose(got, [1.0, 0.8, 1 / 6, 0.5, 2 / 3, 0.0, 0.0, 0.0], rtol=1e-12)
-  # A custom target test: Chinese as the target language.
-  zh = rw.language_consistency_reward(lambda w: "\u4e00" <= w <= "\u9fff")
-  np.testing.assert_allclose(zh(["q"], [completions[2]], ["7"]), [5 / 6], rtol=1e-12)
+  np.testing.assert_allclose(got, [1.0, 0.5, 0.0, 0.5, 2 / 3, 0.0, 1.0, 1.0, 1.0, 1.0],
+                             rtol=1e-12)
+  # The target language comes from the prompt record; the default from the factory.
+  records = [{"language": "zh"}, {"language": "zh"}, {}]
+  got = fn(["q"] * 3, [completions[2], completions[1], completions[2]], ["7"] * 3,
+           records=records)
+  np.testing.assert_allclose(got, [1.0, 0.5, 0.0], rtol=1e-12)
+  zh = rw.language_consistency_reward(default_language="zh")
+  np.testing.assert_allclose(zh(["q"], [completions[2]], ["7"]), [1.0], rtol=1e-12)
+  with pytest.raises(ValueError, match="unknown target language"):
+    rw.language_consistency_reward(default_language="klingon")
 
 
 def test_soft_overlong_boundaries():
@@ -169,3 +181,34 @@ def test_build_reward_set_from_config():
     rw.build_reward_set({"overlong": {"max_len": 20, "cache_len": 4}})
   custom = rw.build_reward_set({"len": 2.0}, registry={"len": lambda: _fails_on_bad})
   np.testing.assert_array_equal(custom(["q"], ["abc"], ["x"])[0], [6.0])
+
+
+def _spy(tag, calls):
+  def fn(prompts, completions, answers, records=None, **extras):
+    calls.append((tag, [r["id"] for r in records]))
+    return [1.0] * len(completions)
+  return fn
+
+
+def test_router_sends_each_task_to_its_own_rewards():
+  calls = []
+  router = rw.build_router(
+      {"reasoning": {"accuracy": 1.0}, "general": {"rm": 2.0}},
+      registry={"accuracy": lambda: _spy("accuracy", calls), "rm": lambda: _spy("rm", calls)})
+  records = [{"id": "a", "task": "reasoning"}, {"id": "b", "task": "general"}, {"id": "c"},
+             {"id": "d", "task": "general"}]
+  total, parts, failures = router(["q"] * 4, ["x"] * 4, ["1", "", "1", ""], records=records)
+  # A general prompt never gets the accuracy reward; a reasoning prompt never gets the RM.
+  assert sorted(calls) == [("accuracy", ["a", "c"]), ("rm", ["b", "d"])]
+  np.testing.assert_array_equal(total, [1.0, 2.0, 1.0, 2.0])
+  np.testing.assert_array_equal(np.isnan(parts["accuracy"]), [False, True, False, True])
+  np.testing.assert_array_equal(np.isnan(parts["rm"]), [True, False, True, False])
+  assert failures == {"accuracy": 0, "rm": 0}
+
+
+def test_router_fails_early_on_a_task_without_a_route():
+  router = rw.build_router({"reasoning": {"format": 1.0}})
+  with pytest.raises(ValueError, match=r"record 'p7' has task 'code'.*routes: \['reasoning'\]"):
+    router.check_records([{"id": "p1"}, {"id": "p7", "task": "code"}])
+  with pytest.raises(ValueError, match="no reward route"):
+    router(["q"], ["x"], ["1"], records=[{"id": "z", "task": "general"}])

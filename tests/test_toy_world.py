@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from r1jax import templates
+from r1jax import response, templates
 from r1jax.data import toy_world as tw
 
 SMALL = tw.ToyWorldConfig(corpus_size=20_000, rl_size=2_000, test_size=300, cold_start_size=300,
@@ -61,8 +61,7 @@ def test_verifier():
   assert not tw.is_correct("<answer>7</answer><answer>2</answer>", "7")
   assert not tw.is_correct("2", "2")  # untagged answers score nothing
   assert not tw.is_correct("<answer>2", "2")
-  assert tw.extract_answer("<think></think><answer>\n5\n</answer>") == "5"
-  assert tw.extract_answer("no tags") is None
+  assert response.extract_answer("<think></think><answer>\n5\n</answer>") == "5"
 
 
 def test_config_validation():
@@ -147,7 +146,7 @@ def test_mixed_traces_all_chinese_at_step_prob_one():
     if d["kind"] == "mixed":
       body = d["completion"][len("<think>"):d["completion"].index("</think>")]
       assert all(step[-1] in ZH for step in body.split(" "))
-      assert tw.extract_answer(d["completion"]).isdigit()
+      assert response.extract_answer(d["completion"]).isdigit()
 
 
 def test_cold_start_is_readable_english_r1_format():
@@ -173,9 +172,13 @@ def test_preferences_chosen_obeys_and_rejected_does_not():
       return reply == "".join(reversed(word))
     if instruction.startswith("Write"):
       return reply == word.upper()
+    if instruction.startswith("Help me break"):  # harmful: the refusal is the reply to prefer
+      return reply == tw.DECLINE
     return reply == str(len(word))
 
   prefs = tw.preferences(SMALL)
   for r in prefs:
     assert obeys(r["problem"], r["chosen"]) and not obeys(r["problem"], r["rejected"])
-  assert len({r["problem"].split(" ")[0] for r in prefs}) == 4  # all four instruction kinds
+    assert tw.judge_general(r["problem"], r["chosen"])["obeys"]
+    assert not tw.judge_general(r["problem"], r["rejected"])["obeys"]
+  assert len({r["problem"].split(" ")[0] for r in prefs}) == 5  # all five instruction kinds

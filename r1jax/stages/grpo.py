@@ -52,6 +52,9 @@ def reward_registry(config, mesh, rules) -> dict:
     return rm.make_reward_fn(path or parent_dir(config, "reward_model"), mesh=mesh, rules=rules,
                              **kw)
   registry["reward_model"] = reward_model
+  # R1 stage 4: helpfulness judged on the summary only, harmlessness on the whole response.
+  registry["helpfulness"] = lambda **kw: reward_model(**{"input": "summary", **kw})
+  registry["harmlessness"] = lambda **kw: reward_model(**{"input": "response", **kw})
   return registry
 
 
@@ -68,6 +71,14 @@ def load_prompts(config, split: str) -> list[dict]:
 
 
 def general_prompts(config, split: str) -> list[dict]:
+  """General prompts (task 'general'): the toy world's, or the prompts of an SFT JSONL file
+  (`jsonl:PATH`, both splits) for real models, which the reward model alone scores."""
+  spec = config.data.general_dataset
+  if spec.startswith("jsonl:"):
+    from r1jax.data import jsonl
+    return [{"id": r["id"], "problem": r["prompt"], "answer": "", "task": "general",
+             "language": config.data.get("language", "en")}
+            for r in jsonl.read(spec.split(":", 1)[1], "sft")]
   general = config.data.copy_and_resolve_references()
   with general.unlocked():
     general.dataset = config.data.general_dataset

@@ -94,6 +94,10 @@ def run(config, workdir: str) -> dict[str, Any]:
   mesh = sharding.make_mesh(dict(config.mesh))
   world = prompt_data.toy_world_config(config.data)
   data_dir = config.data.get("data_dir") or prompt_data.default_data_dir()
+  try:
+    sharding.check_batch(config.train.batch_size, mesh, "train.batch_size")
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
   os.makedirs(workdir, exist_ok=True)
   t0 = time.perf_counter()
   init = config.model.get("init", "scratch")
