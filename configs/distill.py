@@ -35,6 +35,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   else:
     raise ValueError(f"unknown data {arg.data!r}: 'rs' (stage-3a data) or 'final' (fresh samples)")
   c.train.num_epochs = 2.0
+  # R1 distils by SFT alone (weight 0). > 0 adds KL to the teacher's logits (parents.teacher,
+  # e.g. workdirs/all_scenario_rl), which needs the student to share the teacher's vocabulary.
+  c.distill = ml_collections.ConfigDict({"logit_weight": 0.0, "temperature": 1.0})
   c.eval.max_new_tokens = 112
   if arg.model == "toy":
     c.parents.init = common.stage_parent("toy_base", arg.smoke, variant="student")

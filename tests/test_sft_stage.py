@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from configs import cold_start_sft, common, toy_base
@@ -100,3 +101,69 @@ def test_a_missing_parent_is_built_from_its_config(tmp_path):
   assert lineage["finished"] and lineage["parents"]["init"]["step"] == 3
   assert lineage["parents"]["init"]["dir"] == str(tmp_path / "base")
   assert runner.read_lineage(str(tmp_path / "base"))["stage"] == "sft"
+
+
+def test_distill_loss_matches_its_formula():
+  """(1-w) NLL + w T^2 KL(teacher_T || student_T), against numpy on a tiny model."""
+  import flax.linen as nn
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+
+  from r1jax import sft
+  from r1jax.models.config import ModelConfig
+  from r1jax.models.transformer import Transformer
+
+  model = Transformer(ModelConfig(vocab_size=11, d_model=16, num_layers=1, num_heads=2,
+                                  num_kv_heads=2, mlp_dim=32, max_seq_len=16))
+  init = lambda k: nn.unbox(model.init(jax.random.key(k), jnp.zeros((1, 6), jnp.int32))["params"])
+  student = init(0)
+  teacher = jax.tree.map(lambda x: 8.0 * x, init(1))  # sharper: a KL far from 0
+  tokens = jnp.asarray([[1, 4, 5, 6, 7, 2], [1, 3, 3, 9, 2, 0]], jnp.int32)
+  mask = jnp.asarray([[0, 0, 1, 1, 1, 1], [0, 0, 0, 1, 1, 0]], jnp.int32)
+  batch = {"tokens": tokens, "loss_mask": mask, "teacher_params": teacher}
+  w, t = 0.3, 2.0
+  loss, m = sft.distill_loss(model, model, student, batch, weight=w, temperature=t)
+
+  def logp(params, temp):
+    z = np.asarray(model.apply({"params": params}, tokens[:, :-1]), np.float64) / temp
+    z = z - z.max(-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(-1, keepdims=True))
+  sel = np.asarray(mask[:, 1:], bool)
+  targets = np.asarray(tokens[:, 1:])
+  nll = -np.take_along_axis(logp(student, 1.0), targets[..., None], -1)[..., 0][sel].mean()
+  pt, ps = logp(teacher, t), logp(student, t)
+  kl = (np.exp(pt) * (pt - ps)).sum(-1)[sel].mean()
+  np.testing.assert_allclose(float(m["nll"]), nll, rtol=1e-5)
+  np.testing.assert_allclose(float(m["kl_to_teacher"]), kl, rtol=1e-5)
+  np.testing.assert_allclose(float(loss), (1 - w) * nll + w * t * t * kl, rtol=1e-5)
+  # A student equal to its teacher has no KL to it.
+  _, same = sft.distill_loss(model, model, teacher, batch, weight=w, temperature=t)
+  assert abs(float(same["kl_to_teacher"])) < 1e-6
+
+
+def test_logit_distillation_refuses_a_student_with_another_vocabulary(base, tmp_path):
+  """The student keeps the toy tokenizer; a teacher with another vocabulary is named in one line."""
+  from configs import distill
+  teacher = tmp_path / "teacher"
+  cfg = toy_base.get_config("smoke")
+  cfg.data.data_dir = base["data"]
+  cfg.tokenizer.vocab_size = 400  # another vocabulary
+  cfg.train.num_steps = 1
+  cfg.eval.num_problems = 0
+  cfg.progress = False
+  runner.run_stage(cfg, str(teacher))
+  d = distill.get_config("smoke")
+  d.parents.init = common.parent(base["base"])
+  d.parents.teacher = common.parent(str(teacher))
+  d.data.source = "toy:cold_start"
+  d.data.data_dir = base["data"]
+  d.distill.logit_weight = 0.5
+  d.progress = False
+  with pytest.raises(ConfigError, match=r"needs the student's vocabulary to be the teacher's: "
+                                        r"student has \d+ ids, teacher .*teacher has \d+"):
+    runner.run_stage(d, str(tmp_path / "student"))
+  d.parents.teacher = common.parent(base["base"])  # same vocabulary: it trains
+  d.eval.num_problems = 0
+  result = runner.run_stage(d, str(tmp_path / "student_ok"))
+  assert np.isfinite(result["kl_to_teacher"]) and result["step"] == d.train.num_steps

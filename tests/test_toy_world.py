@@ -3,6 +3,7 @@ import dataclasses
 import itertools
 import re
 
+import numpy as np
 import pytest
 
 from r1jax import response, templates
@@ -177,8 +178,17 @@ def test_preferences_chosen_obeys_and_rejected_does_not():
     return reply == str(len(word))
 
   prefs = tw.preferences(SMALL)
+  harmful_plans = 0
   for r in prefs:
-    assert obeys(r["problem"], r["chosen"]) and not obeys(r["problem"], r["rejected"])
-    assert tw.judge_general(r["problem"], r["chosen"])["obeys"]
-    assert not tw.judge_general(r["problem"], r["rejected"])["obeys"]
+    chosen, rejected = (response.summary_text(r[k]) for k in ("chosen", "rejected"))
+    assert obeys(r["problem"], chosen)
+    assert tw.judge_general(r["problem"], r["chosen"]) == {"obeys": True, "harmless": True}
+    verdict = tw.judge_general(r["problem"], r["rejected"])
+    if obeys(r["problem"], rejected):  # same refusal, harmful reasoning behind it
+      assert verdict == {"obeys": True, "harmless": False}
+      harmful_plans += 1
+    else:
+      assert not verdict["obeys"]
+  assert 0 < harmful_plans < len(prefs) // 10
+  assert 0.3 < np.mean(["<think>" in r["chosen"] for r in prefs]) < 0.7
   assert len({r["problem"].split(" ")[0] for r in prefs}) == 5  # all five instruction kinds

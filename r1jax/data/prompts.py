@@ -46,6 +46,8 @@ def prompt_iterator(records: list[dict], batch_size: int, seed: int):
   """Endless, shuffled (reshuffled each epoch), checkpointable batches of problem records."""
   if len(records) < batch_size:
     raise ValueError(f"{len(records)} problems cannot fill a batch of {batch_size} prompts")
-  ds = (grain.MapDataset.source(records).seed(seed).shuffle().repeat(None)
+  # Endless in practice: 2**40 records in all (grain cannot iterate an endless batch of 1).
+  epochs = max(2**40 // len(records), 1)
+  ds = (grain.MapDataset.source(records).seed(seed).shuffle().repeat(epochs)
         .batch(batch_size, batch_fn=list))
   return iter(ds)

@@ -147,11 +147,6 @@ def pad_id_of(tokenizer) -> int:
   return 0 if tokenizer.pad_id is None else tokenizer.pad_id
 
 
-def data_size(mesh) -> int:
-  """Devices the batch axis is split over (the product of the data axes)."""
-  return int(np.prod([mesh.shape[a] for a in sharding.DATA_AXES if a in mesh.axis_names]))
-
-
 def chunk_rows(n: int, data: int, batch_size: int) -> int:
   """Rows of one scoring call for n sequences: data x a power of two, at most batch_size
   (rounded up to a multiple of data), so a few shapes serve any n."""
@@ -186,7 +181,7 @@ class RewardScorer:
     batch_size = batch_size or self.batch_size
     seqs = [encode_pair(self.tokenizer, p, r, max_len) for p, r in zip(prompts, replies)]
     out = np.zeros((len(seqs),), np.float32)
-    data = data_size(self.mesh)
+    data = sharding.batch_divisor(self.mesh)
     cap = -(-batch_size // data) * data  # the most rows one call takes
     for start in range(0, len(seqs), cap):
       chunk = seqs[start:start + cap]

@@ -98,7 +98,7 @@ def general_eval(sampler, params, tokenizer, problems, config, rng) -> dict[str,
   obey, harmless = [], []
   for s in samples:
     for c in s["completions"]:
-      verdict = toy_world.judge_general(s["problem"], response.summary_text(c))
+      verdict = toy_world.judge_general(s["problem"], c)
       obey.append(verdict["obeys"])
       if toy_world.INSTRUCTIONS[s["problem"]][0] == "harmful":
         harmless.append(verdict["harmless"])

@@ -143,7 +143,7 @@ def run(config, workdir: str) -> dict[str, Any]:
   t0 = time.perf_counter()
   init = init_path(config)
   train_cfg = config.train
-  rows, data = 2 * train_cfg.batch_size, rm.data_size(mesh)
+  rows, data = 2 * train_cfg.batch_size, sharding.batch_divisor(mesh)
   if rows % data:
     raise ConfigError(f"train.batch_size={train_cfg.batch_size} pairs make {rows} rows, not a "
                       f"multiple of the {data} data-parallel devices")

@@ -8,6 +8,7 @@ They differ only in config:
           the data set a rejection-sampling parent wrote
   mask    the loss covers completion tokens only (prompts are context)
   length  train.num_steps, or train.num_epochs over the data (steps counted from a packing pass)
+  loss    next-token NLL; with distill.logit_weight > 0 also KL to `parents.teacher`'s logits
 Checkpoints carry the data iterator, so a rerun resumes exactly; a held-out eval (pass@1 over k,
 lang_mix_rate, readable_rate) closes the run when `eval.num_problems` > 0.
 """
@@ -88,6 +89,28 @@ def steps_for(config, source, tokenizer) -> int:
   return int(round(per_epoch * train.num_epochs))
 
 
+def logit_distillation(config, model, tokenizer, mesh, rules):
+  """The loss with a logit-matching term against `parents.teacher` (same vocabulary required)."""
+  path = parent_dir(config, "teacher")
+  teacher = loading.load_pretrained(path, mesh=mesh, rules=rules)
+  same = (teacher.config.vocab_size == model.config.vocab_size
+          and teacher.tokenizer.vocab_size == tokenizer.vocab_size
+          and all(teacher.tokenizer.encode(t) == tokenizer.encode(t) for t in _VOCAB_PROBES))
+  if not same:
+    raise ConfigError(
+        f"logit distillation (distill.logit_weight > 0) needs the student's vocabulary to be the "
+        f"teacher's: student has {model.config.vocab_size} ids, teacher {path} has "
+        f"{teacher.config.vocab_size} (or they tokenize text differently); use plain SFT "
+        f"distillation (distill.logit_weight=0), as R1 does")
+  loss = functools.partial(sft.distill_loss, model, teacher.model,
+                           weight=float(config.distill.logit_weight),
+                           temperature=float(config.distill.get("temperature", 1.0)))
+  return loss, teacher.params
+
+
+_VOCAB_PROBES = ("<think>3+4=7</think>So 7.<answer>7</answer>", "Reverse moon. 12345 abc XYZ")
+
+
 @stages.register("sft")
 def run(config, workdir: str) -> dict[str, Any]:
   rules = sharding.rules_from_config(config.get("axis_rules"))
@@ -129,8 +152,10 @@ def run(config, workdir: str) -> dict[str, Any]:
         start, abstract_state=sharding.abstract_with_shardings(state, shards))
     data_iter.set_state(data_state["data"])
     print(f"r1jax: resuming {workdir} from step {start}")
-  update = training.jit_update(functools.partial(sft.next_token_loss, model), tx, mesh, rules,
-                               shards)
+  loss_fn, teacher_params = functools.partial(sft.next_token_loss, model), None
+  if config.get("distill", {}).get("logit_weight", 0.0) > 0:
+    loss_fn, teacher_params = logit_distillation(config, model, tokenizer, mesh, rules)
+  update = training.jit_update(loss_fn, tx, mesh, rules, shards)
   writer = MetricsWriter(workdir)
   name = config.get("name") or os.path.basename(os.path.normpath(workdir))
   bar = tqdm(range(start, num_steps), initial=start, total=num_steps, desc=name,
@@ -138,6 +163,8 @@ def run(config, workdir: str) -> dict[str, Any]:
   metrics: dict[str, Any] = {}
   for step in bar:
     batch = training.shard_batch(next(data_iter), mesh)
+    if teacher_params is not None:
+      batch["teacher_params"] = teacher_params
     state, metrics = update(state, batch)
     done = step + 1 == num_steps
     if (step + 1) % config.train.log_every == 0 or done:
