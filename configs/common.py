@@ -107,7 +107,7 @@ def optim(learning_rate: float, schedule: str = "constant", warmup_steps: int = 
 def smoke_eval(c: ConfigDict) -> None:
   c.eval.update({"every": 2, "num_problems": 4, "k": 2, "max_new_tokens": 16, "batch_size": 4})
   if c.eval.general_problems:
-    c.eval.general_problems = 4
+    c.eval.general_problems = 5  # one of each toy instruction kind
 
 
 def sft(name: str, source: str) -> ConfigDict:

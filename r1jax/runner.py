@@ -124,6 +124,21 @@ def _parent_lineage(config) -> dict[str, Any]:
   return out
 
 
+def _check_workdir(workdir: str, stage: str) -> None:
+  """A workdir holds one stage's run: resuming another stage's checkpoints there would fail late."""
+  path = os.path.join(workdir, CONFIG_FILE)
+  if not os.path.isfile(path):
+    return
+  try:
+    with open(path) as f:
+      found = json.load(f).get("stage")
+  except (OSError, ValueError):
+    return
+  if found not in (None, stage):
+    raise ConfigError(f"workdir {workdir} holds a {found!r} run; refusing to run stage {stage!r} "
+                      "there (choose another --workdir)")
+
+
 def run_stage(config, workdir: str) -> dict:
   """Parents, then the stage named by `config.stage`; writes config.json first, lineage.json last."""
   name = config.get("stage")
@@ -131,6 +146,7 @@ def run_stage(config, workdir: str) -> dict:
   if fn is None:
     raise ConfigError(f"unknown stage {name!r}; known stages: {', '.join(stages.names())}")
   check_config(config, name)
+  _check_workdir(workdir, name)
   ensure_parents(config)
   os.makedirs(workdir, exist_ok=True)
   text = config_json(config)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import random
 import re
 from typing import Iterator
@@ -31,7 +32,7 @@ from r1jax.templates import format_prompt
 
 TEMPLATE = "toy"
 # Bump whenever the generated text changes: prepared TFDS data is keyed by it.
-FORMAT_VERSION = 5
+FORMAT_VERSION = 6
 OPS = "+*"
 ZH_DIGITS = "〇一二三四五六七八九"  # 0..9 as Chinese numerals, the toy world's second language
 WORDS = ("cat", "dog", "sun", "tree", "book", "moon", "fish", "bird", "lamp", "rain", "star",
@@ -265,10 +266,13 @@ def problems(cfg: ToyWorldConfig, split: str) -> list[dict]:
 def general_prompts(cfg: ToyWorldConfig, split: str) -> list[dict]:
   """Every toy instruction of the 'rl' (train) or 'test' (held-out, by hash of the text) region:
   {id, problem, answer (the obeying reply), task='general'}. The regions split the instructions
-  about 3:1, so held-out general prompts are never trained on."""
+  about 3:1, so held-out general prompts are never trained on. Records cycle through the kinds,
+  so the first N (N >= 5) cover every kind."""
   if split not in ("rl", "test"):
     raise ValueError(f"split must be 'rl' or 'test', got {split!r}")
   chosen = [i for i in INSTRUCTIONS if is_test_problem(i, GENERAL_TEST_FRACTION) == (split == "test")]
+  by_kind = [[i for i in chosen if INSTRUCTIONS[i][0] == k] for k in GENERAL_KINDS]
+  chosen = [i for group in itertools.zip_longest(*by_kind) for i in group if i is not None]
   return [{"id": f"toy-general-{split}-{n:04d}", "problem": i, "answer": INSTRUCTIONS[i][1],
            "task": "general"} for n, i in enumerate(chosen)]
 

@@ -117,6 +117,9 @@ def rollout_metrics(r: grpo.Rollout, cfg: grpo.GRPOConfig) -> dict[str, float]:
     out["accuracy"] = out["reward/accuracy"]
   if "format" in r.reward_parts:
     out["format_rate"] = out["reward/format"]
+  out["lang_mix_rate"] = float(np.mean([  # share of rollouts whose CoT mixes languages
+      language.mixes_languages(response.cot_text(t), rec.get("language", "en"))
+      for t, rec in zip(r.texts, r.records or [{}] * len(r.texts))]))
   spread = r.rewards.reshape(-1, cfg.group_size).std(1) > 0
   out["groups_with_spread"] = float(spread.mean())
   return out
@@ -231,11 +234,8 @@ def run(config, workdir: str) -> dict[str, Any]:
     metrics = {**rollout_metrics(rollout, cfg), **train_metrics, **ds_stats,
                "time/sampling_s": t1 - t0, "time/train_s": t2 - t1, "time/step_s": t2 - t0,
                "tokens_per_s": tokens / max(t2 - t0, 1e-9),
-               "learning_rate": float(optim.make_schedule(config.optim)(step))}
+               "learning_rate": float(optim.make_schedule(optim_cfg)(step))}
     writer.write(step + 1, metrics)
-    metrics["lang_mix_rate"] = float(np.mean([language.mixes_languages(
-        response.cot_text(t), rec.get("language", "en"))
-        for t, rec in zip(rollout.texts, rollout.records)]))
     bar.set_postfix(acc=f"{metrics.get('accuracy', float('nan')):.2f}",
                     len=f"{metrics['response_length/mean']:.0f}",
                     eval=f"{last_eval.get('eval/pass@1', float('nan')):.2f}")
