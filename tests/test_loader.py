@@ -11,7 +11,9 @@ from r1jax.data import toy_world as tw
 
 WORLD = tw.ToyWorldConfig(corpus_size=3_000, rl_size=300, test_size=64, cold_start_size=50,
                           preference_size=80)
-SIZES = {"corpus": 3_000, "rl": 300, "heldout": 64, "cold_start": 50, "preferences": 80}
+SIZES = {"corpus": 3_000, "rl": 300, "heldout": 64, "cold_start": 50, "preferences": 80,
+         # every toy instruction once, split about 3:1 by hash of its text
+         "general_rl": 118, "general_test": 36, "general_sft": 118}
 
 
 @pytest.fixture(scope="module")
