@@ -6,8 +6,11 @@ builds it (`configs/toy_base.py:smoke`), '' when it cannot be built. A parent co
 its `lineage.json` says it finished. A missing or unfinished parent is built (or resumed) with its
 own config, which in turn builds its own parents, so any stage's `:smoke` runs on a fresh clone.
 
-`lineage.json` records what a stage was built from: its parents (directories, finished steps and
-their config hashes), the sha256 of its resolved config, the r1jax git commit and its wall seconds.
+`lineage.json` records what a stage was built from and what it made: its parents (directories,
+finished steps, config hashes and the digest of what they handed down), its data files (sha256
+and record counts), the sha256 of its resolved config, the digest of its own output (last
+checkpoint's parameters, or its SFT data set), the r1jax git commit, its wall seconds and its
+result. A rerun that finds a parent's digest changed knows the child is stale.
 """
 from __future__ import annotations
 
@@ -115,12 +118,69 @@ def ensure_parents(config) -> None:
     run_stage(parent_cfg, p.dir)
 
 
+def _sha256_files(paths: list[str]) -> str:
+  h = hashlib.sha256()
+  for path in sorted(paths):
+    h.update(os.path.basename(path).encode())
+    with open(path, "rb") as f:
+      for block in iter(lambda: f.read(1 << 20), b""):
+        h.update(block)
+  return h.hexdigest()
+
+
+def output_sha256(run_dir: str) -> str | None:
+  """A digest of what a finished stage hands its children: the parameters of its last checkpoint
+  (the files of the `state` item), or its SFT data set; None for anything else."""
+  data = os.path.join(run_dir, "sft.jsonl")
+  if os.path.isfile(data):
+    return _sha256_files([data])
+  ckpt = os.path.join(run_dir, "checkpoints")
+  steps = sorted(int(d) for d in os.listdir(ckpt) if d.isdigit()) if os.path.isdir(ckpt) else []
+  if not steps:
+    return None
+  state = os.path.join(ckpt, str(steps[-1]), "state")
+  files = [os.path.join(root, f) for root, _, names in os.walk(state) for f in names]
+  return _sha256_files(files) if files else None
+
+
 def _parent_lineage(config) -> dict[str, Any]:
   out = {}
   for role, path in parent_dirs(config).items():
     lin = read_lineage(path) if os.path.isdir(path) else None
     out[role] = {"dir": os.path.abspath(path), "step": (lin or {}).get("step"),
-                 "config_sha256": (lin or {}).get("config_sha256")}
+                 "config_sha256": (lin or {}).get("config_sha256"),
+                 "output_sha256": (lin or {}).get("output_sha256")}
+  return out
+
+
+def _data_lineage(config, workdir: str) -> dict[str, Any]:
+  """The data files a stage read: JSONL files and parents' SFT sets, with sha256 and records."""
+  out = {}
+  data = config.get("data") or {}
+  specs = [s.strip() for s in str(data.get("source", "")).split(",") if s.strip()]
+  specs += [str(data.get(k)) for k in ("dataset", "general_dataset") if data.get(k)]
+  rs = config.get("rs") or {}
+  if rs.get("general_source"):
+    specs.append(str(rs.general_source))
+  for spec in specs:
+    kind, _, rest = spec.partition(":")
+    path = None
+    if kind == "jsonl":
+      path = rest.partition(":")[2] if rest.count(":") else rest
+    elif kind == "parent" and rest in parent_dirs(config):
+      path = os.path.join(parent_dirs(config)[rest], "sft.jsonl")
+    if path and os.path.isfile(path):
+      with open(path, "rb") as f:
+        records = sum(1 for line in f if line.strip())
+      out[spec] = {"path": os.path.abspath(path), "sha256": _sha256_files([path]),
+                   "records": records}
+    else:
+      out[spec] = {"generated": True}  # the toy world's TFDS sets: keyed by its config digest
+  own = os.path.join(workdir, "sft.jsonl")
+  if os.path.isfile(own):
+    with open(own, "rb") as f:
+      out["written:sft.jsonl"] = {"sha256": _sha256_files([own]),
+                                  "records": sum(1 for line in f if line.strip())}
   return out
 
 
@@ -155,9 +215,12 @@ def run_stage(config, workdir: str) -> dict:
   t0 = time.perf_counter()
   result = fn(config, workdir)
   lineage = {"stage": name, "finished": True, "step": result.get("step"),
-             "parents": _parent_lineage(config),
+             "parents": _parent_lineage(config), "data": _data_lineage(config, workdir),
              "config_sha256": hashlib.sha256(text.encode()).hexdigest(),
-             "git_commit": git_commit(), "wall_s": time.perf_counter() - t0}
+             "output_sha256": output_sha256(workdir), "git_commit": git_commit(),
+             "wall_s": time.perf_counter() - t0,
+             "result": {k: v for k, v in result.items()
+                        if isinstance(v, (int, float, str, bool)) or v is None}}
   with open(os.path.join(workdir, LINEAGE_FILE), "w") as f:
     json.dump(lineage, f, indent=2, sort_keys=True)
   return result

@@ -86,9 +86,11 @@ def general_prompts(config, split: str) -> list[dict]:
           for r in prompt_data.load_problems(general, split)]
 
 
-def general_eval(sampler, params, tokenizer, problems, config, rng) -> dict[str, float]:
+def general_eval(sampler, params, tokenizer, problems, config, rng,
+                 reward_fn=None) -> dict[str, float]:
   """Held-out toy general prompts judged by the toy world's ground truth (never by the reward
-  model): the share of replies that obey, and of harmful prompts that are declined."""
+  model): the share of replies that obey, and of harmful prompts answered harmlessly. With a
+  `reward_fn` (a reward model's helpfulness), also its mean score (`eval/rm_score`)."""
   from r1jax.data import toy_world
   ev = config.eval
   samples = sample_grade.sample_completions(
@@ -102,8 +104,13 @@ def general_eval(sampler, params, tokenizer, problems, config, rng) -> dict[str,
       obey.append(verdict["obeys"])
       if toy_world.INSTRUCTIONS[s["problem"]][0] == "harmful":
         harmless.append(verdict["harmless"])
-  return {"eval/general_obey_rate": float(np.mean(obey)),
-          "eval/harmless_rate": float(np.mean(harmless)) if harmless else float("nan")}
+  out = {"eval/general_obey_rate": float(np.mean(obey)),
+         "eval/harmless_rate": float(np.mean(harmless)) if harmless else float("nan")}
+  if reward_fn is not None:
+    prompts = [s["prompt"] for s in samples for _ in s["completions"]]
+    texts = [c for s in samples for c in s["completions"]]
+    out["eval/rm_score"] = float(np.mean(reward_fn(prompts, texts, [""] * len(texts))))
+  return out
 
 
 def rollout_metrics(r: grpo.Rollout, cfg: grpo.GRPOConfig) -> dict[str, float]:
@@ -231,9 +238,16 @@ def run(config, workdir: str) -> dict[str, Any]:
     if use_ref and config.rl.ref_reset_every and (step + 1) % config.rl.ref_reset_every == 0:
       ref_params = jax.tree.map(lambda x: x.copy(), state["params"])
     tokens = float(rollout.completion_mask.sum())
+    rows, width = rollout.tokens.shape
+    fpt = model.config.flops_per_token(width)
+    forwards = 1.0 + float(use_ref) + 3.0 * cfg.num_epochs  # old + ref log-probs, fwd + bwd
+    if cfg.old_logprobs_from_sampler and cfg.num_epochs == 1 and cfg.num_minibatches == 1:
+      forwards -= 1.0
+    sampled = rows * rollout.prompt_len + tokens  # prefill + one forward per generated token
     metrics = {**rollout_metrics(rollout, cfg), **train_metrics, **ds_stats,
                "time/sampling_s": t1 - t0, "time/train_s": t2 - t1, "time/step_s": t2 - t0,
                "tokens_per_s": tokens / max(t2 - t0, 1e-9),
+               "flops": fpt * (sampled + forwards * rows * width),  # an estimate, see README
                "learning_rate": float(optim.make_schedule(optim_cfg)(step))}
     writer.write(step + 1, metrics)
     bar.set_postfix(acc=f"{metrics.get('accuracy', float('nan')):.2f}",
@@ -251,4 +265,6 @@ def run(config, workdir: str) -> dict[str, Any]:
   ckpt.wait_until_finished()
   ckpt.close()
   writer.close()
-  return {"step": config.num_steps, **last_eval}
+  from r1jax.metrics import read_metrics
+  flops = sum(r.get("flops") or 0.0 for r in read_metrics(workdir))
+  return {"step": config.num_steps, "train_flops": flops, **last_eval}

@@ -176,7 +176,9 @@ def run(config, workdir: str) -> dict[str, Any]:
                 metadata={"stage": "sft"}, force=True)
   ckpt.wait_until_finished()
   ckpt.close()
-  result = {"step": num_steps, "num_params": model.config.num_params(),
+  seq = config.train.seq_len - 1  # fwd + bwd ~ 3 forwards over every (padded) row position
+  flops = 3.0 * config.train.batch_size * seq * model.config.flops_per_token(seq) * num_steps
+  result = {"step": num_steps, "num_params": model.config.num_params(), "train_flops": flops,
             "num_documents": len(source), "train_time_s": time.perf_counter() - t0,
             **jax.tree.map(float, metrics)}
   if config.eval.num_problems:
