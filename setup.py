@@ -31,7 +31,8 @@ setup(
         "jinja2>=3.1,<4",  # chat templates of instruct models
     ],
     extras_require={
-        "test": ["pytest>=8,<10", "pytest-xdist>=3.5,<4"],
+        # ipython: the notebooks display their report with IPython.display, as Jupyter does.
+        "test": ["pytest>=8,<10", "pytest-xdist>=3.5,<4", "ipython>=8.20,<10"],
         # Reference implementation for the weight-parity tests (CPU build of torch).
         "parity": ["torch==2.13.0", "transformers>=4.50,<6"],
     },

@@ -36,7 +36,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.dataset = ""  # benchmark name (see above); also picks the defaults below and the output folder
   c.name = ""  # output folder DIR/eval/NAME ('' -> dataset, or the completions file's stem)
   c.data_dir = ""  # where TFDS keeps prepared files ('' -> $R1JAX_DATA_DIR or ~/r1jax_data)
-  c.manual_dir = ""  # folder holding the benchmark's source JSONL ('' -> download if it can)
+  c.manual_dir = ""  # folder holding the benchmark's source JSONL ('' -> the copy shipped in
+  #   r1jax/data/files for gsm8k, aime24, amc23; else download if it can)
   c.options = ml_collections.ConfigDict()  # math_jsonl builder fields: config_name,
   #   problem_field, answer_field, id_field, file_name (see MathJsonlConfig)
   c.toy = ml_collections.ConfigDict()  # ToyWorldConfig overrides for dataset=toy

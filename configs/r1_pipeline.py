@@ -15,7 +15,8 @@ Outputs: WORKDIR/report.json (fixed keys), report.md (the table and the findings
 targets), report.png (metrics by stage and the RL curves).
 Variants after ':':
   smoke     every stage at smoke size (the tests and notebooks/r1_pipeline_toy.ipynb)
-Per-stage overrides: --config.overrides='{"reasoning_rl": {"num_steps": 80}}' or in Python.
+Per-stage overrides, nested (in Python, or from a notebook):
+  config.overrides = {"reasoning_rl": {"num_steps": 80, "rl": {"group_size": 16}}}
 """
 import ml_collections
 

@@ -50,6 +50,23 @@ def config_json(config) -> str:
   return config.to_json_best_effort(indent=2, sort_keys=True)
 
 
+# Fields that say where and how verbosely a stage runs, not what it computes.
+NOT_RECIPE = ("progress", "data.data_dir")
+
+
+def recipe_sha256(config) -> str:
+  """sha256 of the resolved config without NOT_RECIPE: equal recipes, equal results."""
+  fields = json.loads(config_json(config))
+  for dotted in NOT_RECIPE:
+    *path, leaf = dotted.split(".")
+    node = fields
+    for part in path:
+      node = node.get(part, {}) if isinstance(node, dict) else {}
+    if isinstance(node, dict):
+      node.pop(leaf, None)
+  return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+
+
 def read_lineage(run_dir: str) -> dict | None:
   path = os.path.join(run_dir, LINEAGE_FILE)
   if not os.path.isfile(path):
@@ -217,6 +234,7 @@ def run_stage(config, workdir: str) -> dict:
   lineage = {"stage": name, "finished": True, "step": result.get("step"),
              "parents": _parent_lineage(config), "data": _data_lineage(config, workdir),
              "config_sha256": hashlib.sha256(text.encode()).hexdigest(),
+             "recipe_sha256": recipe_sha256(config),
              "output_sha256": output_sha256(workdir), "git_commit": git_commit(),
              "wall_s": time.perf_counter() - t0,
              "result": {k: v for k, v in result.items()

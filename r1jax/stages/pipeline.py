@@ -43,18 +43,24 @@ def stage_config(spec: str, name: str, config, workdir: str) -> ml_collections.C
       if parent.get("config"):  # a stage of this pipeline (a pretrained file stays as it is)
         parent.dir = os.path.join(workdir, os.path.basename(os.path.normpath(parent.dir)))
         parent.config = ""
-    for dotted, value in (config.overrides.get(name) or {}).items():
-      *path, leaf = dotted.split(".")
-      node = cfg
-      for part in path:
-        node = node[part]
-      node[leaf] = value
+    _merge(cfg, config.overrides.get(name) or {}, name)
   return cfg
+
+
+def _merge(node, changes, where: str) -> None:
+  """Nested overrides ({'train': {'num_steps': 4}}) into a stage config; unknown fields fail."""
+  for key, value in changes.items():
+    if key not in node:
+      raise ConfigError(f"overrides.{where}.{key}: no such field in the stage's config")
+    if hasattr(value, "items") and hasattr(node[key], "items"):
+      _merge(node[key], value, f"{where}.{key}")
+    else:
+      node[key] = value
 
 
 def _stale_reason(stage_dir: str, cfg) -> str | None:
   lineage = runner.read_lineage(stage_dir) or {}
-  if lineage.get("config_sha256") != hashlib.sha256(runner.config_json(cfg).encode()).hexdigest():
+  if lineage.get("recipe_sha256") != runner.recipe_sha256(cfg):
     return "its config changed"
   for role, recorded in lineage.get("parents", {}).items():
     now = runner.read_lineage(recorded["dir"]) or {}
@@ -149,8 +155,10 @@ def evaluate_all(config, workdir: str) -> dict[str, dict]:
   rm_dir = os.path.join(workdir, "reward_model")
   reward_fn = None
   if runner.is_finished(rm_dir):
-    from r1jax.models import reward_model
-    reward_fn = reward_model.make_reward_fn(rm_dir, mesh=mesh, rules=rules, input="summary")
+    def reward_fn(*args, **kwargs):  # loaded on first use: cached evals need no reward model
+      from r1jax.models import reward_model
+      fn = reward_model.make_reward_fn(rm_dir, mesh=mesh, rules=rules, input="summary")
+      return fn(*args, **kwargs)
   out = {}
   for name in config.stage_order:
     stage_dir = os.path.join(workdir, name)
