@@ -51,8 +51,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   elif arg.model != "toy":
     raise ValueError(f"unknown model {arg.model!r}: 'toy' or 'smollm2'")
   if arg.smoke:
-    common.smoke_grpo(c)
-    c.rl.num_prompts = 4  # 3 reasoning + 1 general
-    if arg.model == "smollm2":
-      c.data.toy = ml_collections.ConfigDict()
+    common.smoke_grpo(c, arg.model)
+    c.rl.num_prompts = 4  # 3 reasoning + 1 general (smollm2: 2 + 2)
   return c

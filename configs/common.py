@@ -143,13 +143,18 @@ def sft(name: str, source: str) -> ConfigDict:
   return c
 
 
-def smoke_sft(c: ConfigDict) -> None:
-  c.data.toy = ConfigDict(SMOKE_WORLD)
+def smoke_sft(c: ConfigDict, model: str = "toy") -> None:
+  """A few tiny steps; on a real model (SmolLM2) one step of its own data, no toy world."""
+  real = model not in ("toy", "student")
+  c.data.toy = ConfigDict({} if real else SMOKE_WORLD)
   c.train.update({"num_steps": 3, "num_epochs": 0.0, "batch_size": 8, "seq_len": 96,
                   "log_every": 1})
   c.checkpoint_every = 2
   c.optim.warmup_steps = 1
   smoke_eval(c)
+  if real:
+    c.train.update({"num_steps": 1, "batch_size": 2, "seq_len": 256})
+    c.eval.num_problems = 0
 
 
 def grpo(name: str) -> ConfigDict:
@@ -206,13 +211,13 @@ def grpo(name: str) -> ConfigDict:
   return c
 
 
-def smoke_grpo(c: ConfigDict) -> None:
+def smoke_grpo(c: ConfigDict, model: str = "toy") -> None:
   c.num_steps = 2
   c.checkpoint_every = 1
   c.rl.num_prompts = 2
   c.rl.group_size = 4
   c.rl.max_new_tokens = 16
-  c.data.toy = ConfigDict(SMOKE_WORLD)
+  c.data.toy = ConfigDict({} if model not in ("toy", "student") else SMOKE_WORLD)
   smoke_eval(c)
 
 

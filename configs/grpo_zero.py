@@ -27,21 +27,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.parents.init = common.stage_parent("toy_base", arg.smoke, variant="student")
   elif arg.model == "smollm2":
     c.parents.init = common.parent(common.smollm2_path())
-    c.data.dataset = "gsm8k"  # the copy shipped in r1jax/data/files
-    c.data.template = "r1_zero"
-    c.grader = "math"
-    c.rl.num_prompts = 2
-    c.rl.group_size = 4
-    c.rl.max_new_tokens = 128
-    c.eval.num_problems = 50
-    c.eval.max_new_tokens = 256
-    c.eval.extract = ("answer_tag", "boxed", "last_number")
-    c.optim.learning_rate = 1e-6
+    common.smollm2_grpo(c)
+    c.num_steps, c.checkpoint_every = 40, 10
+    c.eval.update({"every": 10, "num_problems": 50, "max_new_tokens": 256})
   else:
     raise ValueError(f"unknown model {arg.model!r}: 'toy', 'student' or 'smollm2'")
 
   if arg.smoke:
-    common.smoke_grpo(c)
-    if arg.model == "smollm2":
-      c.data.toy = ml_collections.ConfigDict()
+    common.smoke_grpo(c, arg.model)
   return c

@@ -38,7 +38,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   elif arg.model != "toy":
     raise ValueError(f"unknown model {arg.model!r}: 'toy' or 'smollm2'")
   if arg.smoke:
-    common.smoke_grpo(c)
-    if arg.model == "smollm2":
-      c.data.toy = ml_collections.ConfigDict()
+    common.smoke_grpo(c, arg.model)
   return c

@@ -29,9 +29,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   elif arg.model != "toy":
     raise ValueError(f"unknown model {arg.model!r}: 'toy' or 'smollm2'")
   if arg.smoke:
-    common.smoke_sft(c)
-    c.train.num_epochs = 0.0
-    if arg.model == "smollm2":
-      c.data.toy = ml_collections.ConfigDict()
-      c.train.update({"num_steps": 1, "batch_size": 2, "seq_len": 256})
+    common.smoke_sft(c, arg.model)
   return c

@@ -28,3 +28,11 @@ def make_optimizer(cfg) -> optax.GradientTransformation:
   chain.append(optax.adamw(make_schedule(cfg), b1=cfg.get("b1", 0.9), b2=cfg.get("b2", 0.95),
                            eps=cfg.get("eps", 1e-8), weight_decay=cfg.get("weight_decay", 0.0)))
   return optax.chain(*chain)
+
+
+def for_steps(cfg, num_steps: int):
+  """`cfg` with total_steps set to a stage's step count (configs leave it 0: the stage knows)."""
+  out = cfg.copy_and_resolve_references()
+  with out.unlocked():
+    out.total_steps = cfg.get("total_steps") or num_steps
+  return out

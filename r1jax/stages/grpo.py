@@ -140,9 +140,7 @@ def run(config, workdir: str) -> dict[str, Any]:
   model, tokenizer = pre.model, pre.tokenizer
   loading.inherit_model_files(workdir, pre)
   cfg = grpo_config(config.rl)
-  optim_cfg = config.optim.copy_and_resolve_references()
-  with optim_cfg.unlocked():
-    optim_cfg.total_steps = optim_cfg.get("total_steps") or config.num_steps
+  optim_cfg = optim.for_steps(config.optim, config.num_steps)
   tx = optim.make_optimizer(optim_cfg)
   state, state_shards = training.init_state(model, tx, mesh, rules, jax.random.key(config.seed),
                                             params=pre.params)

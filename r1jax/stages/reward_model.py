@@ -154,9 +154,7 @@ def run(config, workdir: str) -> dict[str, Any]:
   params = rm.init_params(model, backbone, jax.random.key(config.seed))
   del backbone
   num_steps = train_cfg.num_steps
-  optim_cfg = config.optim.copy_and_resolve_references()
-  with optim_cfg.unlocked():
-    optim_cfg.total_steps = num_steps
+  optim_cfg = optim.for_steps(config.optim, num_steps)
   tx = optim.make_optimizer(optim_cfg)
   state, shards = training.init_state(model, tx, mesh, rules, jax.random.key(config.seed),
                                       params=params)

@@ -136,9 +136,7 @@ def run(config, workdir: str) -> dict[str, Any]:
   logging.info("sft: %d documents, %d steps, %s params", len(source), num_steps,
                f"{model.config.num_params():,}")
 
-  optim_cfg = config.optim.copy_and_resolve_references()
-  with optim_cfg.unlocked():
-    optim_cfg.total_steps = num_steps
+  optim_cfg = optim.for_steps(config.optim, num_steps)
   tx = optim.make_optimizer(optim_cfg)
   state, shards = training.init_state(model, tx, mesh, rules, jax.random.key(config.seed),
                                       params=params)
