@@ -1,5 +1,7 @@
-"""The whole R1 pipeline at smoke size, run by its notebook as written; then rerun, subsets,
-resume and stale parents on the same workdir."""
+"""The whole R1 pipeline at smoke size, run by its notebook as written: every stage's `:smoke`
+config through `run_stage`, on its parents. Then rerun, subsets, resume and stale parents on the
+same workdir. (That a single stage's `:smoke` builds missing parents on a fresh clone is
+tests/test_sft_stage.py's.)"""
 import json
 import os
 
@@ -72,7 +74,9 @@ def test_rerun_skips_every_stage(pipeline, capsys):
   runner.run_stage(_config(pipeline), pipeline["workdir"])
   out = capsys.readouterr().out
   assert out.count("is finished: skipped") == 12
-  assert "running" not in out
+  assert "running" not in out and "evaluating" in out  # evals come from their caches
+  for name in ("toy_base", "distill"):
+    assert os.path.isfile(os.path.join(pipeline["workdir"], name, "pipeline_eval.json"))
 
 
 def test_subset_with_a_missing_parent_is_one_line(pipeline, tmp_path):
@@ -104,3 +108,43 @@ def test_a_changed_parent_makes_its_child_stale(pipeline):
                                         r".*cold_start_sft.* changed"):
     runner.run_stage(cfg, pipeline["workdir"])
   assert runner.read_lineage(os.path.join(pipeline["workdir"], "cold_start_sft"))["step"] == 4
+
+
+def test_each_stage_ran_through_run_stage_on_its_parents(pipeline):
+  """Every stage's :smoke config ran (run_stage wrote its lineage) on the right parents."""
+  import numpy as np
+
+  from r1jax.metrics import read_metrics
+  wd = pipeline["workdir"]
+  lineage = lambda name: runner.read_lineage(os.path.join(wd, name))  # noqa: E731
+  for name in config_files.load("configs/r1_pipeline.py:smoke").stage_order:
+    assert lineage(name)["finished"], name
+  stage4 = lineage("all_scenario_rl")
+  assert set(stage4["parents"]) == {"init", "reward_model"}
+  assert stage4["parents"]["init"]["dir"].endswith("rejection_sft")
+  # Rejection SFT starts from the base, not from the RL model; its data comes from stage 3a.
+  rs_sft = lineage("rejection_sft")
+  assert rs_sft["parents"]["init"]["dir"].endswith("toy_base")
+  assert rs_sft["parents"]["data"]["dir"].endswith("rejection_sampling")
+  assert rs_sft["data"]["parent:data"]["records"] == lineage("rejection_sampling")["result"]["total"]
+  assert lineage("distill")["parents"]["init"]["dir"].endswith("toy_base_student")
+  assert lineage("grpo_zero_student")["parents"]["init"]["dir"].endswith("toy_base_student")
+  assert lineage("grpo_zero_student")["stage"] == "grpo"
+  stats = json.load(open(os.path.join(wd, "rejection_sampling", "stats.json")))
+  assert stats["total"] == stats["kept_reasoning"] + stats["general"] > 0
+  train = [r for r in read_metrics(os.path.join(wd, "all_scenario_rl")) if "loss" in r]
+  # General prompts were routed to the reward model, reasoning prompts to the rules.
+  for key in ("reward/helpfulness", "reward/harmlessness", "reward/accuracy", "lang_mix_rate"):
+    assert np.isfinite(train[0][key]), key
+  evals = [r for r in read_metrics(os.path.join(wd, "all_scenario_rl")) if "eval/pass@1" in r]
+  for key in ("eval/general_obey_rate", "eval/harmless_rate", "eval/lang_mix_rate"):
+    assert 0.0 <= evals[-1][key] <= 1.0, key
+  stage2 = [r for r in read_metrics(os.path.join(wd, "reasoning_rl")) if "loss" in r]
+  ablation = [r for r in read_metrics(os.path.join(wd, "reasoning_rl_no_lang")) if "loss" in r]
+  assert "reward/language" in stage2[0] and "reward/language" not in ablation[0]
+
+
+def test_a_workdir_refuses_another_stage(pipeline):
+  control = config_files.load("configs/distill.py:smoke,control")
+  with pytest.raises(ConfigError, match="holds a 'sft' run; refusing to run stage 'grpo'"):
+    runner.run_stage(control, os.path.join(pipeline["workdir"], "distill"))

@@ -123,8 +123,9 @@ def evaluate_stage(stage_dir: str, config, reward_fn, mesh, rules) -> dict[str, 
   from r1jax.stages import grpo
 
   ev_cfg = _eval_config(config)
-  key = hashlib.sha256(json.dumps({"out": runner.output_sha256(stage_dir),
-                                   "eval": ev_cfg.to_json_best_effort(sort_keys=True),
+  key = hashlib.sha256(json.dumps({"out": runner.output_sha256(stage_dir),  # not the data dir
+                                   "eval": config.eval.to_json_best_effort(sort_keys=True),
+                                   "toy": config.data.toy.to_json_best_effort(sort_keys=True),
                                    "rm": reward_fn is not None}).encode()).hexdigest()
   cache = os.path.join(stage_dir, EVAL_FILE)
   if os.path.isfile(cache):

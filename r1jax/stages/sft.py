@@ -159,6 +159,7 @@ def run(config, workdir: str) -> dict[str, Any]:
   bar = tqdm(range(start, num_steps), initial=start, total=num_steps, desc=name,
              disable=not config.get("progress", True))
   metrics: dict[str, Any] = {}
+  t_log, step_log = time.perf_counter(), start
   for step in bar:
     batch = training.shard_batch(next(data_iter), mesh)
     if teacher_params is not None:
@@ -166,7 +167,9 @@ def run(config, workdir: str) -> dict[str, Any]:
     state, metrics = update(state, batch)
     done = step + 1 == num_steps
     if (step + 1) % config.train.log_every == 0 or done:
-      metrics = jax.tree.map(float, metrics)
+      metrics = jax.tree.map(float, metrics)  # waits for the step: the timing below is real
+      metrics["step_s"] = (time.perf_counter() - t_log) / (step + 1 - step_log)
+      t_log, step_log = time.perf_counter(), step + 1
       writer.write(step + 1, {f"train/{k}": v for k, v in metrics.items()})
       bar.set_postfix(loss=f"{metrics['loss']:.3f}", acc=f"{metrics['token_accuracy']:.3f}")
     if (step + 1) % config.checkpoint_every == 0 or done:
