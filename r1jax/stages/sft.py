@@ -33,7 +33,7 @@ from r1jax.models.config import get_model_config
 from r1jax.models.transformer import Transformer
 from r1jax.runner import parent_dir, parent_dirs
 from r1jax.sampling import Sampler
-from r1jax.tokenizers import SentencePieceTokenizer, load_tokenizer
+from r1jax.tokenizers import SentencePieceTokenizer
 
 TOKENIZER_FILE = "tokenizer.model"
 
