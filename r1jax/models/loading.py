@@ -62,11 +62,20 @@ def inherit_model_files(workdir: str, pre: pretrained.Pretrained) -> None:
   write_model_files(workdir, pre.config, tok_dir)
 
 
+def _read_spec(run_dir: str) -> dict:
+  with open(os.path.join(run_dir, MODEL_FILE)) as f:
+    return json.load(f)
+
+
+def tokenizer_path(run_dir: str) -> str:
+  """The tokenizer file (or folder) a run directory records in model.json."""
+  return os.path.join(run_dir, _read_spec(run_dir)["tokenizer"])
+
+
 def read_model_files(run_dir: str) -> tuple[ModelConfig, Any]:
   from r1jax.tokenizers import load_tokenizer
-  with open(os.path.join(run_dir, MODEL_FILE)) as f:
-    spec = json.load(f)
-  return ModelConfig.from_dict(spec["model"]), load_tokenizer(os.path.join(run_dir, spec["tokenizer"]))
+  return (ModelConfig.from_dict(_read_spec(run_dir)["model"]),
+          load_tokenizer(tokenizer_path(run_dir)))
 
 
 def load_run_dir(path: str, *, mesh=None, dtype: str | None = None, rules=None,

@@ -15,7 +15,6 @@ lang_mix_rate, readable_rate) closes the run when `eval.num_problems` > 0.
 from __future__ import annotations
 
 import functools
-import json
 import os
 import time
 from typing import Any
@@ -59,8 +58,7 @@ def _scratch_model(config, workdir: str, world):
     if not loading.is_run_dir(run):
       raise ConfigError(f"tokenizer.source={source!r}: {run} is not an r1jax run directory")
     _, tokenizer = loading.read_model_files(run)
-    with open(os.path.join(run, loading.MODEL_FILE)) as f:
-      tok_path = os.path.join(run, json.load(f)["tokenizer"])
+    tok_path = loading.tokenizer_path(run)
   else:
     raise ConfigError(f"tokenizer.source must be 'toy' or 'parent:<role>', got {source!r}")
   model_cfg = get_model_config(config.model.preset, vocab_size=tokenizer.vocab_size,
