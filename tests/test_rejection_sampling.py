@@ -5,7 +5,6 @@ import os
 import pytest
 
 from configs import rejection_sampling as rs_config
-from configs import toy_base
 from r1jax import runner, sample_grade
 from r1jax.data import prompts as prompt_data, readability, sft_data, toy_tfds
 from r1jax.errors import ConfigError
@@ -100,15 +99,10 @@ def test_select_grades_filters_dedupes_and_caps():
 
 # -------------------------------------------------------------------------------- the stage
 @pytest.fixture(scope="module")
-def dirs(tmp_path_factory):
-  """A smoke toy base model, built once for the module: the policy to sample."""
-  root = tmp_path_factory.mktemp("rs")
-  data, base = str(root / "data"), str(root / "base")
-  cfg = toy_base.get_config("smoke")
-  cfg.data.data_dir = data
-  cfg.progress = False
-  runner.run_stage(cfg, base)
-  return {"root": root, "data": data, "base": base}
+def dirs(tmp_path_factory, smoke_base):
+  """The session's smoke toy base model: the policy to sample."""
+  return {"root": tmp_path_factory.mktemp("rs"), "data": smoke_base["data"],
+          "base": smoke_base["base"]}
 
 
 def _rs_config(dirs, **rs):

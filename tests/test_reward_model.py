@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import common, toy_base
+from configs import common
 from configs import reward_model as rm_config
 from r1jax import runner, sharding
 from r1jax.errors import ConfigError
@@ -23,15 +23,10 @@ from r1jax.stages import reward_model as rm_stage
 
 
 @pytest.fixture(scope="module")
-def dirs(tmp_path_factory):
-  """A smoke toy base, and the smoke reward model trained from it, built once for the module."""
+def dirs(tmp_path_factory, smoke_base):
+  """The session's smoke toy base, and the smoke reward model trained from it (once per module)."""
   root = tmp_path_factory.mktemp("reward_model")
-  data, base, rm_dir = str(root / "data"), str(root / "base"), str(root / "rm")
-  cfg = toy_base.get_config("smoke")
-  cfg.data.data_dir = data
-  cfg.progress = False
-  cfg.eval.num_problems = 0  # the base's pass@1 is not under test here
-  runner.run_stage(cfg, base)
+  data, base, rm_dir = smoke_base["data"], smoke_base["base"], str(root / "rm")
   cfg = rm_config.get_config("smoke")
   cfg.parents.init = common.parent(base)
   cfg.data.data_dir = data

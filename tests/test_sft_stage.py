@@ -17,13 +17,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
-def base(tmp_path_factory):
-  root = tmp_path_factory.mktemp("sft")
-  cfg = toy_base.get_config("smoke")
-  cfg.data.data_dir = str(root / "data")
-  cfg.progress = False
-  runner.run_stage(cfg, str(root / "base"))
-  return {"root": root, "data": str(root / "data"), "base": str(root / "base")}
+def base(tmp_path_factory, smoke_base):
+  return {"root": tmp_path_factory.mktemp("sft"), "data": smoke_base["data"],
+          "base": smoke_base["base"]}
 
 
 def test_cold_start_from_a_jsonl_file_for_whole_epochs(base):

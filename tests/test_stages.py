@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from configs import eval as eval_config
-from configs import grpo_zero, toy_base
+from configs import grpo_zero
 from r1jax import checkpoints, main, runner
 from r1jax.metrics import read_metrics
 
@@ -17,17 +17,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
-def dirs(tmp_path_factory):
-  """A smoke toy base model, built once for the module."""
-  root = tmp_path_factory.mktemp("stages")
-  data, base = str(root / "data"), str(root / "base")
-  cfg = toy_base.get_config("smoke")
-  cfg.data.data_dir = data
-  cfg.progress = False
-  result = main.run_stage(cfg, base)
-  assert np.isfinite(result["loss"])
+def dirs(tmp_path_factory, smoke_base):
+  """The session's smoke toy base model, and a directory of this module's own."""
+  base = smoke_base["base"]
+  assert np.isfinite(smoke_base["result"]["loss"])
   assert runner.is_finished(base) and runner.read_lineage(base)["step"] == 3
-  return {"root": root, "data": data, "base": base}
+  return {"root": tmp_path_factory.mktemp("stages"), "data": smoke_base["data"], "base": base}
 
 
 def _grpo(dirs, workdir, **overrides):
