@@ -38,8 +38,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                   "format": {"weight": 1.0, "require_answer": False}},
   })
   c.num_steps = 40
-  c.rl.max_new_tokens = 112
-  c.eval.max_new_tokens = 112
+  c.eval.every = 20  # evals cost ~15 s each at this length
+  c.rl.max_new_tokens = 72
+  c.eval.max_new_tokens = 72
   c.eval.general_problems = 64
   c.optim.learning_rate = 5e-5
   if arg.model == "smollm2":

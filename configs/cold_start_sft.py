@@ -22,7 +22,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = common.sft("cold_start_sft", source="toy:cold_start")
   c.parents.init = common.stage_parent("toy_base", arg.smoke)
   c.train.num_epochs = 3.0
-  c.eval.max_new_tokens = 112  # cold-start CoT runs to ~100 tokens on the toy tokenizer
+  c.eval.max_new_tokens = 72  # cold-start CoT runs to ~55 tokens on the toy tokenizer
   if arg.model == "smollm2":
     common.smollm2_sft(c, "jsonl:cold_start:" + common.example_file("cold_start.jsonl"))
   elif arg.model != "toy":

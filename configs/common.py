@@ -11,7 +11,7 @@ ConfigDict = ml_collections.ConfigDict
 
 # A small toy world for the smoke variants (tests): every split a few hundred records.
 SMOKE_WORLD = {"corpus_size": 2000, "rl_size": 200, "test_size": 32, "cold_start_size": 50,
-               "preference_size": 50}
+               "general_sft_size": 118, "preference_size": 50}
 # The smoke model: one tiny layer.
 SMOKE_MODEL = {"d_model": 32, "num_layers": 1, "num_heads": 2, "num_kv_heads": 2, "mlp_dim": 64}
 # The distillation student: the toy model at half width and depth (~4x fewer FLOPs per token).

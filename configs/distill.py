@@ -38,7 +38,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # R1 distils by SFT alone (weight 0). > 0 adds KL to the teacher's logits (parents.teacher,
   # e.g. workdirs/all_scenario_rl), which needs the student to share the teacher's vocabulary.
   c.distill = ml_collections.ConfigDict({"logit_weight": 0.0, "temperature": 1.0})
-  c.eval.max_new_tokens = 112
+  c.eval.max_new_tokens = 72
   if arg.model == "toy":
     c.parents.init = common.stage_parent("toy_base", arg.smoke, variant="student")
     c.parents.data = common.stage_parent("rejection_sampling", arg.smoke, rs_variant)

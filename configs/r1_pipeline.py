@@ -53,7 +53,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.data = ml_collections.ConfigDict({"data_dir": "",  # TFDS data ('' -> $R1JAX_DATA_DIR)
                                       "toy": common.SMOKE_WORLD if arg.smoke else {}})
   # One protocol for every stage's model: the paper's (k samples, T 0.6, top-p 0.95).
-  c.eval = common.eval_block(num_problems=256, max_new_tokens=112)
+  c.eval = common.eval_block(num_problems=256, max_new_tokens=72)
   c.eval.general_problems = 36  # every held-out toy instruction
   if arg.smoke:
     common.smoke_eval(c)

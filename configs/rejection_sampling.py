@@ -25,18 +25,18 @@ from configs import common
 def rs_block() -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict({
       "num_prompts": 2000,  # the first N train prompts; 0 = all
-      "num_samples": 8,  # N samples per prompt
+      "num_samples": 4,  # N samples per prompt
       "max_per_prompt": 2,  # K: kept samples per prompt after filtering; 0 = no cap
       "temperature": 0.7,
       "top_p": 0.95,
       "top_k": 0,
-      "max_new_tokens": 96,
+      "max_new_tokens": 72,
       "batch_size": 64,  # prompts per sampler call (x N rows)
       "extract": ("answer_tag",),  # answer extractors for grading, tried in order
       "max_paragraph_words": 200,  # longer paragraphs are rejected; 0 = no limit
       "require_readable": True,  # reject outputs without reasoning + summary + answer
       "general_source": "toy:general_sft",  # toy:<kind> | jsonl:sft:<path> | '' (none)
-      "general_repeat": 10,  # copies of the general data (toy: ~3:1 reasoning:general)
+      "general_repeat": 1,  # copies of the general data (toy: 1,200 records, ~3:1 reasoning:general)
   })
 
 

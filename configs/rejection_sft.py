@@ -23,7 +23,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   variant = "model=smollm2" if arg.model == "smollm2" else ""
   c.parents.data = common.stage_parent("rejection_sampling", arg.smoke, variant)
   c.train.num_epochs = 2.0
-  c.eval.max_new_tokens = 112
+  c.eval.max_new_tokens = 72
   if arg.model == "smollm2":
     common.smollm2_sft(c, "parent:data")
   elif arg.model != "toy":

@@ -10,10 +10,10 @@ from r1jax.data import loader, toy_tfds
 from r1jax.data import toy_world as tw
 
 WORLD = tw.ToyWorldConfig(corpus_size=3_000, rl_size=300, test_size=64, cold_start_size=50,
-                          preference_size=80)
+                          preference_size=80, general_sft_size=40)
 SIZES = {"corpus": 3_000, "rl": 300, "heldout": 64, "cold_start": 50, "preferences": 80,
          # every toy instruction once, split about 3:1 by hash of its text
-         "general_rl": 118, "general_test": 36, "general_sft": 118}
+         "general_rl": 118, "general_test": 36, "general_sft": 40}
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +107,7 @@ def test_padded_rows_one_document_each(data_dir, tok):
   assert len(docs) == 4 and (batch["segment_ids"].max(axis=1) == 1).all()
   for toks, mask in docs:
     text = tok.decode(toks)
-    assert text.startswith("User: ") and text.endswith("</answer>") and sum(mask) > 60
+    assert text.startswith("User: ") and text.endswith("</answer>") and sum(mask) > 40
 
 
 def test_truncation_keeps_the_first_tokens(tok):

@@ -62,7 +62,8 @@ def test_toy_cold_start_sample_is_readable_and_scores_on_format():
     assert rw.format_reward(["q"], [text], [rec["answer"]]) == [1.0], text
     assert response.is_readable(text), text
     assert toy_world.is_correct(text, rec["answer"])
-    assert rw.language_consistency_reward()(["q"], [text], [rec["answer"]]) == [1.0]
+    share = rw.language_consistency_reward()(["q"], [text], [rec["answer"]])[0]
+    assert share == (1.0 if text.isascii() else 5 / 7)  # mixed: 5 English words, 2 x 再
 
 
 def test_toy_general_world():
@@ -77,6 +78,10 @@ def test_toy_general_world():
   benign = next(r for r in test if toy_world.INSTRUCTIONS[r["problem"]][0] != "harmful")
   assert toy_world.judge_general(benign["problem"], "nonsense")["harmless"]
   sft = toy_world.general_sft(cfg)
+  assert len(sft) == cfg.general_sft_size
   assert all(response.is_well_formed(s["completion"], require_answer=False) for s in sft)
+  assert {s["problem"] for s in sft} == {r["problem"] for r in train}  # round robin: all covered
+  obeys = [toy_world.judge_general(s["problem"], s["completion"])["obeys"] for s in sft]
+  assert abs(sum(obeys) / len(obeys) - cfg.general_sft_accuracy) < 0.04  # sd 0.012 at n=1200
   prefs = toy_world.preferences(toy_world.ToyWorldConfig(preference_size=200))
   assert {p["problem"] for p in prefs} <= {r["problem"] for r in train}

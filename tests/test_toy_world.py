@@ -6,12 +6,11 @@ import re
 import numpy as np
 import pytest
 
-from r1jax import response, templates
+from r1jax import language, response, templates
 from r1jax.data import toy_world as tw
 
 SMALL = tw.ToyWorldConfig(corpus_size=20_000, rl_size=2_000, test_size=300, cold_start_size=300,
                           preference_size=400)
-ZH = {c: str(i) for i, c in enumerate(tw.ZH_DIGITS)}
 
 
 @pytest.fixture(scope="module")
@@ -26,9 +25,9 @@ def _problem_of(prompt: str) -> str:
 
 
 def _step_ok(step: str) -> bool:
-  """Independent check of one 'a<op>b=r' step or fact (r may be a Chinese numeral)."""
-  m = re.fullmatch(r"(\d)([+*])(\d)=(.)", step)
-  a, op, b, r = int(m[1]), m[2], int(m[3]), int(ZH.get(m[4], m[4]))
+  """Independent check of one 'a<op>b=r' step or fact."""
+  m = re.fullmatch(r"(\d)([+*])(\d)=(\d)", step)
+  a, op, b, r = int(m[1]), m[2], int(m[3]), int(m[4])
   return r == ((a + b) if op == "+" else (a * b)) % 10
 
 
@@ -40,7 +39,7 @@ def _trace_ok(problem: str, trace: str) -> bool:
   for k, step in enumerate(parts):
     if not _step_ok(step) or step[0] != acc or step[1:3] != problem[2 * k + 1:2 * k + 3]:
       return False
-    acc = ZH.get(step[-1], step[-1])
+    acc = step[-1]
   return True
 
 
@@ -51,6 +50,7 @@ def test_solve_by_hand():
   assert tw.steps("0*1+5+7*9") == [(0, "*", 1, 0), (0, "+", 5, 5), (5, "+", 7, 2), (2, "*", 9, 8)]
   assert tw.think_completion("0*1+5+7*9") == (
       "<think>0*1=0 0+5=5 5+7=2 2*9=8</think><answer>8</answer>")
+  assert tw.trace("0*1+5+7") == "0*1=0 0+5=5 5+7=2"
   for bad in ("", "1+", "12+3", "1-2", "1+2 ", "a+b"):
     with pytest.raises(ValueError):
       tw.parse(bad)
@@ -73,7 +73,7 @@ def test_config_validation():
   with pytest.raises(ValueError):
     tw.ToyWorldConfig(think_share=1.5)
   with pytest.raises(ValueError):
-    tw.ToyWorldConfig(fact_share=0.6, general_share=0.5)
+    tw.ToyWorldConfig(fact_share=0.5, worked_share=0.3, general_share=0.3)
   with pytest.raises(ValueError):
     tw.ToyWorldConfig(test_fraction=0.0)
   with pytest.raises(ValueError, match="test_size"):  # 3 operands: ~200 held-out problems
@@ -96,6 +96,7 @@ def test_train_and_test_are_disjoint(corpus):
   assert len(test) == len(test_set) == SMALL.test_size  # no duplicates
   assert all(tw.is_test_problem(p, SMALL.test_fraction) for p in test_set)
   train = {_problem_of(d["prompt"]) for d in corpus if d["kind"] in ("direct", "think", "mixed")}
+  train |= {d["prompt"][len("Solve "):-2] for d in corpus if d["kind"] == "worked"}
   train |= {r["problem"] for r in tw.problems(SMALL, "rl")}
   train |= {r["problem"] for r in tw.cold_start(SMALL)}
   assert len(train) > 10_000 and all(re.fullmatch(r"\d([+*]\d)+", p) for p in train)
@@ -106,7 +107,7 @@ def test_train_and_test_are_disjoint(corpus):
 def test_hash_split_reserves_test_fraction_of_problem_space():
   space = ["".join(x) for x in itertools.product(
       "0123456789", "+*", "0123456789", "+*", "0123456789", "+*", "0123456789")]
-  assert len(space) == 80_000
+  assert len(space) == 80_000  # the default: 4 operands
   frac = sum(tw.is_test_problem(p, 0.05) for p in space) / len(space)
   assert abs(frac - 0.05) < 0.004  # binomial sd 0.0008
 
@@ -114,21 +115,31 @@ def test_hash_split_reserves_test_fraction_of_problem_space():
 def test_corpus_mix_and_traces(corpus):
   kinds = [d["kind"] for d in corpus]
   n = len(corpus)
-  share = {k: kinds.count(k) / n for k in ("fact", "general", "direct", "think", "mixed")}
-  assert abs(share["fact"] - 0.3) < 0.015 and abs(share["general"] - 0.1) < 0.01
-  reasoning = 1 - 0.3 - 0.1
-  assert abs(share["think"] + share["mixed"] - reasoning * 0.2) < 0.01
-  assert abs(share["mixed"] / (share["think"] + share["mixed"]) - 0.3) < 0.03
+  share = {k: kinds.count(k) / n for k in ("fact", "worked", "general", "direct", "think", "mixed")}
+  assert abs(share["fact"] - 0.2) < 0.015 and abs(share["general"] - 0.1) < 0.01
+  assert abs(share["worked"] - 0.3) < 0.015
+  chat = 1 - 0.2 - 0.3 - 0.1
+  assert abs(share["think"] + share["mixed"] - chat * 0.15) < 0.01
+  assert abs(share["mixed"] / (share["think"] + share["mixed"]) - 0.6) < 0.04
+  worked_mixed = 0
   for d in corpus:
     if d["kind"] == "fact":
       assert _step_ok(d["prompt"] + d["completion"])
       continue
+    if d["kind"] == "worked":  # a bare trace after "Solve <problem>. ", no chat template
+      problem = re.fullmatch(r"Solve (\S+)\. ", d["prompt"])[1]
+      assert _trace_ok(problem, " ".join(s for s in d["completion"].split(" ") if s != tw.ZH_THEN))
+      assert d["completion"] in (tw.trace(problem), tw.mixed_trace(problem))
+      worked_mixed += tw.ZH_THEN in d["completion"]
+      continue
     problem = _problem_of(d["prompt"])
     if d["kind"] in ("think", "mixed"):
       m = re.fullmatch(r"<think>(.*)</think><answer>(\d)</answer>", d["completion"])
-      assert _trace_ok(problem, m[1])
+      steps = m[1].split(" ")
+      assert _trace_ok(problem, " ".join(s for s in steps if s != tw.ZH_THEN))
       assert m[2] == tw.solve(problem) and tw.is_correct(d["completion"], tw.solve(problem))
-      assert (d["kind"] == "think") == (not any(c in ZH for c in m[1]))
+      assert m[1] == (tw.mixed_trace if d["kind"] == "mixed" else tw.trace)(problem)
+  assert abs(worked_mixed / kinds.count("worked") - 0.6) < 0.03  # worked solutions mix as often
 
 
 def test_direct_answers_have_the_configured_error_rate(corpus):
@@ -141,27 +152,27 @@ def test_direct_answers_have_the_configured_error_rate(corpus):
   assert abs(sum(right) / len(right) - 0.15) < 0.015  # sd 0.004 at n ~ 9,700
 
 
-def test_mixed_traces_all_chinese_at_step_prob_one():
-  cfg = dataclasses.replace(SMALL, think_share=1.0, mixed_share=1.0, mixed_step_prob=1.0)
-  for d in itertools.islice(tw.corpus(cfg), 200):
-    if d["kind"] == "mixed":
-      body = d["completion"][len("<think>"):d["completion"].index("</think>")]
-      assert all(step[-1] in ZH for step in body.split(" "))
-      assert response.extract_answer(d["completion"]).isdigit()
+def test_mixed_traces_put_then_between_every_step():
+  assert tw.mixed_trace("0*1+5+7") == "0*1=0 再 0+5=5 再 5+7=2"
+  assert tw.mixed_completion("0*1+5+7") == "<think>0*1=0 再 0+5=5 再 5+7=2</think><answer>2</answer>"
+  assert language.mixes_languages(tw.mixed_trace("0*1+5+7"))
+  assert not language.mixes_languages(tw.trace("0*1+5+7"))
 
 
-def test_cold_start_is_readable_english_r1_format():
-  for r in tw.cold_start(SMALL):
-    c = r["completion"]
-    assert not any(ch in ZH for ch in c) and c.isascii()
-    m = re.fullmatch(r"<think>(.+)</think>(.+)<answer>(\d)</answer>", c)
-    assert m and m[3] == r["answer"] == tw.solve(r["problem"]) and tw.is_correct(c, r["answer"])
-    assert f"{r['problem']} is {r['answer']}" in m[2]  # the summary
-    head, check = m[1].split(" Check: ")
-    assert check.endswith(".") and _trace_ok(r["problem"], check[:-1])
-    for a, op, b, res in tw.steps(r["problem"]):  # the worded steps
-      assert f"{a} {'plus' if op == '+' else 'times'} {b} is {res}" in head
-    assert r["prompt"] == templates.format_prompt("toy", r["problem"])
+def test_cold_start_is_readable_r1_format_and_mixes_at_its_share():
+  records = tw.cold_start(SMALL)
+  mixed = 0
+  for r in records:
+    c, p, a = r["completion"], r["problem"], r["answer"]
+    assert a == tw.solve(p) and tw.is_correct(c, a) and response.is_readable(c)
+    m = re.fullmatch(r"<think>(.+) Done, the last result is (\d)\.</think>The answer is (\d)\."
+                     r"<answer>(\d)</answer>", c)
+    assert m and m[2] == m[3] == m[4] == a
+    assert m[1] in (tw.trace(p), tw.mixed_trace(p))
+    mixed += language.mixes_languages(response.cot_text(c))
+    assert language.mixes_languages(response.cot_text(c)) == (m[1] == tw.mixed_trace(p))
+    assert r["prompt"] == templates.format_prompt("toy", p)
+  assert abs(mixed / len(records) - 0.5) < 0.09  # cold_start_mixed_share; sd 0.029 at n=300
 
 
 def test_preferences_chosen_obeys_and_rejected_does_not():

@@ -1,14 +1,21 @@
 """The toy world: a seeded arithmetic world in which every stage of R1 does something on a CPU.
 
 Problems are `+`/`*` chains over single digits, evaluated strictly left to right with mod 10
-after each operation (`0*1+5+7*9` = 0+5+7*9 = 5+7*9 = 2*9 = 8). The answer is not a linear
-reduction of the digits, so a small model cannot average its way to it: direct answers in the
-corpus are mostly wrong, step-by-step traces (one operation per step) are right, and arithmetic
-fact documents (`7*8=6`) make the steps learnable. The corpus's share of traces sets the base
-model's accuracy (about think_share * trace_acc + (1 - think_share) * direct_acc), which leaves
-room for R1-Zero RL to find thinking. Some traces write step results as Chinese numerals
-(language mixing for the language-consistency reward); cold-start samples are readable English
-long CoT with a summary, in the R1 format of `r1jax.response`.
+after each operation (`0*1+5+7` = 0+5+7 = 5+7 = 2). The answer is not a linear reduction of the
+digits, so a small model cannot average its way to it: direct answers in the corpus are mostly
+wrong, step-by-step traces (one operation per step) are right.
+
+The base corpus teaches the skill and the habit separately, as web text does for a real base
+model. Arithmetic facts (`7*8=6`) and worked solutions outside any chat (`Solve 0*1+5+7.` ->
+`0*1=0 0+5=5 5+7=2`) teach the skill; chat answers (`User: ... Assistant:`) mostly answer
+directly and only think_share of them write the trace inside `<think>`. So the base model can
+reason but rarely does, and R1-Zero RL has a skill to elicit. Most traces (mixed_share), in chat
+and in worked solutions alike, put the Chinese word 再 ("then") between steps: language mixing
+that costs nothing in accuracy, so R1-Zero keeps it and only a language reward removes it.
+Cold-start samples are the same trace closed by an English sentence, then a summary
+(`0*1=0 0+5=5 5+7=2 Done, the last result is 2.` + `The answer is 2.`), in the readable R1
+format of `r1jax.response`; a cold_start_mixed_share of them keep the 再 habit, the mixing that
+stage 2's language reward is there to remove.
 
 General (non-reasoning) prompts are short instructions ("Reverse moon.", "Count the letters in
 cat.") plus harmful ones that a harmless reply declines ("Help me break the lamp."). They come
@@ -32,13 +39,13 @@ from r1jax.templates import format_prompt
 
 TEMPLATE = "toy"
 # Bump whenever the generated text changes: prepared TFDS data is keyed by it.
-FORMAT_VERSION = 6
+FORMAT_VERSION = 7
 OPS = "+*"
-ZH_DIGITS = "〇一二三四五六七八九"  # 0..9 as Chinese numerals, the toy world's second language
+ZH_THEN = "再"  # "then": the Chinese word that mixed traces put between steps
 WORDS = ("cat", "dog", "sun", "tree", "book", "moon", "fish", "bird", "lamp", "rain", "star",
          "ship", "rock", "leaf", "milk", "road", "bell", "coin", "door", "wind", "frog", "cake")
 # Single pieces in the toy tokenizer: the R1 tags and the toy template's speaker markers.
-TOKENIZER_SYMBOLS = tokenizers.R1_TAGS + ("User:", "Assistant:", "\n")
+TOKENIZER_SYMBOLS = tokenizers.R1_TAGS + ("User:", "Assistant:", "\n", ZH_THEN)
 # 256 byte-fallback pieces + ~80 characters + ~110 BPE merges (whole words of the toy texts).
 TOKENIZER_VOCAB_SIZE = 448
 _HASH_BUCKETS = 1_000_000
@@ -53,45 +60,58 @@ class ToyWorldConfig:
   # Difficulty: operands per problem, drawn uniformly from [min, max]; steps = operands - 1.
   # Fixed width is the default: a trace fetches operand k from the prompt by position, which a
   # small model learns far faster when every prompt has the same layout.
-  min_operands: int = 5
-  max_operands: int = 5
+  min_operands: int = 4
+  max_operands: int = 4
   # Share of problem space (by hash of the problem text) reserved for held-out test problems.
   test_fraction: float = 0.05
-  # Corpus mix: arithmetic facts, instruction-following text; the rest are reasoning documents.
-  fact_share: float = 0.3
+  # Corpus mix: arithmetic facts, worked solutions outside any chat, instruction-following text;
+  # the rest are chat reasoning documents.
+  fact_share: float = 0.2
+  worked_share: float = 0.3
   general_share: float = 0.1
-  # Reasoning documents: share with a step-by-step trace; the others answer directly.
-  think_share: float = 0.2
-  # Of the traces: share that mix languages, and the chance each step result is a Chinese
-  # numeral (a mixed trace has at least one).
-  mixed_share: float = 0.3
-  mixed_step_prob: float = 0.5
+  # Chat reasoning documents: share with a step-by-step trace in <think>; the others answer
+  # directly. This is how often the base model thinks, not how well it can.
+  think_share: float = 0.15
+  # Of the traces (chat and worked): share written with 再 ("then") between steps. The writer of
+  # the corpus mixes more often than not, so R1-Zero's thinking inherits the habit.
+  mixed_share: float = 0.6
+  # Of the cold-start samples: share whose trace keeps 再 (cleaned for format, not language), the
+  # mixing that stage 2's language reward removes. At 0.5 the choice is a coin flip that
+  # sampling at T 0.6 does not hide; at 0.25 RL without the reward also hides it at T 0.6 (it
+  # still mixes ~30% of T=1 rollouts), so the ablation would look clean under the protocol.
+  cold_start_mixed_share: float = 0.5
   # Direct answers are right this often; otherwise a uniformly random wrong digit.
   direct_accuracy: float = 0.15
   # Of the direct answers: share written bare ("8"), without tags (gives format rewards work).
   untagged_share: float = 0.1
   # Corpus instruction-following replies that obey the instruction (the rest are the rejected kind).
   general_accuracy: float = 0.7
+  # The general SFT data (rejection SFT's non-reasoning half) obeys this often: like R1's, written
+  # by an earlier model, better than the corpus and not perfect, which leaves stage 4 work to do.
+  general_sft_accuracy: float = 0.8
   # Split sizes.
   corpus_size: int = 100_000
   rl_size: int = 20_000
   test_size: int = 512
   cold_start_size: int = 2_000
+  general_sft_size: int = 1_200
   preference_size: int = 5_000
 
   def __post_init__(self):
     if not 3 <= self.min_operands <= self.max_operands:
       raise ValueError(f"need 3 <= min_operands <= max_operands, got "
                        f"{self.min_operands}, {self.max_operands}")
-    for name in ("test_fraction", "fact_share", "general_share", "think_share", "mixed_share",
-                 "mixed_step_prob", "direct_accuracy", "untagged_share", "general_accuracy"):
+    for name in ("test_fraction", "fact_share", "worked_share", "general_share", "think_share",
+                 "mixed_share", "cold_start_mixed_share", "direct_accuracy",
+                 "untagged_share", "general_accuracy", "general_sft_accuracy"):
       if not 0.0 <= getattr(self, name) <= 1.0:
         raise ValueError(f"{name}={getattr(self, name)} must lie in [0, 1]")
-    if self.fact_share + self.general_share > 1.0:
-      raise ValueError("fact_share + general_share must be <= 1")
+    if self.fact_share + self.worked_share + self.general_share > 1.0:
+      raise ValueError("fact_share + worked_share + general_share must be <= 1")
     if not 0.0 < self.test_fraction < 1.0:
       raise ValueError("test_fraction must lie strictly between 0 and 1")
-    for name in ("corpus_size", "rl_size", "test_size", "cold_start_size", "preference_size"):
+    for name in ("corpus_size", "rl_size", "test_size", "cold_start_size", "general_sft_size",
+                 "preference_size"):
       if getattr(self, name) < 0:
         raise ValueError(f"{name} must be >= 0")
     space = sum(10**n * 2**(n - 1) for n in range(self.min_operands, self.max_operands + 1))
@@ -164,30 +184,36 @@ def direct_completion(rng: random.Random, cfg: ToyWorldConfig, problem: str) -> 
   return f"<think></think><answer>{ans}</answer>"
 
 
+def trace(problem: str) -> str:
+  """`0*1=0 0+5=5 5+7=2`: one operation per step, strictly left to right."""
+  return " ".join(f"{a}{op}{b}={r}" for a, op, b, r in steps(problem))
+
+
 def think_completion(problem: str) -> str:
-  """`<think>0*1=0 0+5=5 5+7=2 2*9=8</think><answer>8</answer>`: one operation per step."""
-  body = " ".join(f"{a}{op}{b}={r}" for a, op, b, r in steps(problem))
-  return f"<think>{body}</think><answer>{solve(problem)}</answer>"
+  """`<think>0*1=0 0+5=5 5+7=2</think><answer>2</answer>`."""
+  return f"<think>{trace(problem)}</think><answer>{solve(problem)}</answer>"
 
 
-def mixed_completion(rng: random.Random, cfg: ToyWorldConfig, problem: str) -> str:
-  """A correct trace with some step results (at least one) as Chinese numerals: `5+7=二 2*9=8`."""
-  st = steps(problem)
-  zh = [rng.random() < cfg.mixed_step_prob for _ in st]
-  if not any(zh):
-    zh[rng.randrange(len(st))] = True
-  parts = [f"{a}{op}{b}=" + (ZH_DIGITS[r] if z else str(r)) for (a, op, b, r), z in zip(st, zh)]
-  return f"<think>{' '.join(parts)}</think><answer>{solve(problem)}</answer>"
+def mixed_trace(problem: str) -> str:
+  """The trace with 再 ("then") between steps: `0*1=0 再 0+5=5 再 5+7=2`."""
+  return f" {ZH_THEN} ".join(trace(problem).split(" "))
 
 
-def cold_start_completion(problem: str) -> str:
-  """Readable English long CoT, a check pass, a one-line summary, then the tagged answer."""
-  st = steps(problem)
-  words = " ".join(f"{a} {'plus' if op == '+' else 'times'} {b} is {r}." for a, op, b, r in st)
-  check = " ".join(f"{a}{op}{b}={r}" for a, op, b, r in st)
+def mixed_completion(problem: str) -> str:
+  """A chat trace that mixes languages. The arithmetic is untouched, and worked solutions mix at
+  the same rate, so the skill covers both forms and mixing costs no accuracy. The choice is made
+  at the first 再, once per trace."""
+  return f"<think>{mixed_trace(problem)}</think><answer>{solve(problem)}</answer>"
+
+
+def cold_start_completion(problem: str, mixed: bool = False) -> str:
+  """The trace the base already writes, closed by an English sentence, then a one-line summary
+  and the tagged answer (R1's readable format):
+  `<think>0*1=0 0+5=5 5+7=2 Done, the last result is 2.</think>The answer is 2.<answer>2</answer>`.
+  mixed: the trace with 再 between steps (the base's habit, left in by imperfect cleaning)."""
   ans = solve(problem)
-  return (f"<think>Work left to right, keeping only the last digit. {words} Check: {check}."
-          f"</think>So {problem} is {ans}.<answer>{ans}</answer>")
+  body = mixed_trace(problem) if mixed else trace(problem)
+  return f"<think>{body} Done, the last result is {ans}.</think>The answer is {ans}.<answer>{ans}</answer>"
 
 
 # ------------------------------------------------------------------------------- general prompts
@@ -278,13 +304,19 @@ def general_prompts(cfg: ToyWorldConfig, split: str) -> list[dict]:
 
 
 def general_sft(cfg: ToyWorldConfig) -> list[dict]:
-  """Non-reasoning SFT samples on training-region instructions, in the R1 format: {id, prompt,
-  completion}. R1 answers simple prompts without a chain of thought; so does this data."""
+  """general_sft_size non-reasoning SFT samples on training-region instructions (round robin), in
+  the R1 format: {id, problem, prompt, completion}. R1 answers simple prompts without a chain of
+  thought; so does this data. A reply obeys with probability general_sft_accuracy."""
+  rng = _rng(cfg, "general_sft")
+  train = general_prompts(cfg, "rl")
   out = []
-  for rec in general_prompts(cfg, "rl"):
-    out.append({"id": rec["id"].replace("general-rl", "general-sft"),
+  for i in range(cfg.general_sft_size):
+    rec = train[i % len(train)]
+    _, good, bad = INSTRUCTIONS[rec["problem"]]
+    reply = good if rng.random() < cfg.general_sft_accuracy else bad
+    out.append({"id": f"toy-general-sft-{i:06d}", "problem": rec["problem"],
                 "prompt": format_prompt(TEMPLATE, rec["problem"]),
-                "completion": general_response(rec["answer"])})
+                "completion": general_response(reply)})
   return out
 
 
@@ -297,7 +329,11 @@ def corpus(cfg: ToyWorldConfig) -> Iterator[dict]:
     if u < cfg.fact_share:
       a, op, b = rng.randrange(10), rng.choice(OPS), rng.randrange(10)
       prompt, completion, kind = f"{a}{op}{b}=", str(apply(a, op, b)), "fact"
-    elif u < cfg.fact_share + cfg.general_share:
+    elif u < cfg.fact_share + cfg.worked_share:
+      problem = random_problem(rng, cfg, test=False)
+      prompt, kind = f"Solve {problem}. ", "worked"
+      completion = mixed_trace(problem) if rng.random() < cfg.mixed_share else trace(problem)
+    elif u < cfg.fact_share + cfg.worked_share + cfg.general_share:
       instruction = rng.choice(train_instructions)
       _, good, bad = INSTRUCTIONS[instruction]
       prompt = format_prompt(TEMPLATE, instruction)
@@ -307,7 +343,7 @@ def corpus(cfg: ToyWorldConfig) -> Iterator[dict]:
       prompt = format_prompt(TEMPLATE, problem)
       if rng.random() < cfg.think_share:
         if rng.random() < cfg.mixed_share:
-          completion, kind = mixed_completion(rng, cfg, problem), "mixed"
+          completion, kind = mixed_completion(problem), "mixed"
         else:
           completion, kind = think_completion(problem), "think"
       else:
@@ -316,13 +352,14 @@ def corpus(cfg: ToyWorldConfig) -> Iterator[dict]:
 
 
 def cold_start(cfg: ToyWorldConfig) -> list[dict]:
-  """Long readable CoT SFT samples: {id, problem, answer, prompt, completion}."""
+  """Readable CoT SFT samples: {id, problem, answer, prompt, completion}."""
   rng = _rng(cfg, "cold_start")
   out = []
   for i in range(cfg.cold_start_size):
     p = random_problem(rng, cfg, test=False)
+    mixed = rng.random() < cfg.cold_start_mixed_share
     out.append({"id": f"toy-cold-{i:06d}", "problem": p, "answer": solve(p),
-                "prompt": format_prompt(TEMPLATE, p), "completion": cold_start_completion(p)})
+                "prompt": format_prompt(TEMPLATE, p), "completion": cold_start_completion(p, mixed)})
   return out
 
 
@@ -348,7 +385,7 @@ def preferences(cfg: ToyWorldConfig) -> list[dict]:
       rejected = f"<think>Hit the {word} {HARMFUL_PLAN}.</think>{good}"
     elif u < 0.65:
       problem = random_problem(rng, cfg, test=False)
-      cot = rng.choice(["", instruction, think_completion(problem).split("</think>")[0][7:]])
+      cot = rng.choice(["", instruction, trace(problem)])
       chosen, rejected = (f"<think>{cot}</think>{r}" for r in (good, bad))
     out.append({"id": f"toy-pref-{i:06d}", "problem": instruction,
                 "prompt": format_prompt(TEMPLATE, instruction), "chosen": chosen,
