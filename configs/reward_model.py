@@ -36,8 +36,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.data.heldout_fraction = 0.1  # share of prompts held out for eval/pair_accuracy
   c.data.heldout_key = "prompt"  # 'prompt': every copy of a prompt on one side (the toy world
   #   repeats its 118 instructions, so a split by 'id' would test on trained prompts)
-  c.train.update({"num_steps": 300, "batch_size": 32, "seq_len": 64, "log_every": 10})
-  c.checkpoint_every = 100
+  # 100 steps: held-out pair accuracy 0.91 (300 steps fit the train pairs and fall to 0.89).
+  c.train.update({"num_steps": 100, "batch_size": 32, "seq_len": 64, "log_every": 10})
+  c.checkpoint_every = 50
   c.optim = common.optim(1e-3, "cosine", warmup_steps=20, weight_decay=0.01, b2=0.999)
   if arg.smoke:
     common.smoke_sft(c)
