@@ -17,7 +17,7 @@ rejection-SFT policy and the reward model) are built first when missing. Variant
   model=smollm2    SmolLM2 parents; GSM8K prompts and the general prompts of
                    r1jax/data/files/examples/general_sft.jsonl, scored by the SmolLM2 reward model
 Paper vs toy: ~1,700 steps at T 0.7 with preference rewards in the last 400 vs 40 steps at
-T 0.7, a quarter of each batch general prompts.
+T 0.7, half of each batch general prompts, KL beta 0.05 against reward-model over-optimisation.
 """
 import ml_collections
 
@@ -44,12 +44,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.eval.max_new_tokens = 72
   c.eval.general_problems = 64
   c.optim.learning_rate = 1e-4
+  # A KL penalty to the rejection-SFT policy: without it the policy games the reward model within
+  # 40 steps (held-out obey 29.9% -> 20.1%, replies like 'cake cake' that the RM scores 3.3);
+  # with 0.05, 29.9% -> 33.3% and harmless 78.6% -> 100% (README, "What does not reproduce").
+  c.rl.loss.beta = 0.05
   if arg.model == "smollm2":
     common.smollm2_grpo(c)
     c.rl.num_prompts = 4  # 2 GSM8K + 2 general prompts from the shipped SFT example file
     c.data.general_fraction = 0.5
     c.data.general_dataset = "jsonl:" + common.example_file("general_sft.jsonl")
     c.eval.general_problems = 0  # no ground-truth judge outside the toy world
+    c.rl.loss.beta = 0.0  # two steps leave nothing to over-optimise; skips the reference pass
   elif arg.model != "toy":
     raise ValueError(f"unknown model {arg.model!r}: 'toy' or 'smollm2'")
   if arg.smoke:
