@@ -36,7 +36,7 @@ def rs_block() -> ml_collections.ConfigDict:
       "max_paragraph_words": 200,  # longer paragraphs are rejected; 0 = no limit
       "require_readable": True,  # reject outputs without reasoning + summary + answer
       "general_source": "toy:general_sft",  # toy:<kind> | jsonl:sft:<path> | '' (none)
-      "general_repeat": 1,  # copies of the general data (toy: 1,200 records, ~3:1 reasoning:general)
+      "general_repeat": 1,  # copies of the general data (toy: 1,200 records; ~3:1 reasoning)
   })
 
 

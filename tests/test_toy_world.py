@@ -154,7 +154,8 @@ def test_direct_answers_have_the_configured_error_rate(corpus):
 
 def test_mixed_traces_put_then_between_every_step():
   assert tw.mixed_trace("0*1+5+7") == "0*1=0 再 0+5=5 再 5+7=2"
-  assert tw.mixed_completion("0*1+5+7") == "<think>0*1=0 再 0+5=5 再 5+7=2</think><answer>2</answer>"
+  assert tw.mixed_completion("0*1+5+7") == (
+      "<think>0*1=0 再 0+5=5 再 5+7=2</think><answer>2</answer>")
   assert language.mixes_languages(tw.mixed_trace("0*1+5+7"))
   assert not language.mixes_languages(tw.trace("0*1+5+7"))
 

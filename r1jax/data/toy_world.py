@@ -44,7 +44,7 @@ OPS = "+*"
 ZH_THEN = "再"  # "then": the Chinese word that mixed traces put between steps
 WORDS = ("cat", "dog", "sun", "tree", "book", "moon", "fish", "bird", "lamp", "rain", "star",
          "ship", "rock", "leaf", "milk", "road", "bell", "coin", "door", "wind", "frog", "cake")
-# Single pieces in the toy tokenizer: the R1 tags and the toy template's speaker markers.
+# Single pieces in the toy tokenizer: the R1 tags, the toy template's speaker markers and 再.
 TOKENIZER_SYMBOLS = tokenizers.R1_TAGS + ("User:", "Assistant:", "\n", ZH_THEN)
 # 256 byte-fallback pieces + ~80 characters + ~110 BPE merges (whole words of the toy texts).
 TOKENIZER_VOCAB_SIZE = 448
@@ -213,7 +213,8 @@ def cold_start_completion(problem: str, mixed: bool = False) -> str:
   mixed: the trace with 再 between steps (the base's habit, left in by imperfect cleaning)."""
   ans = solve(problem)
   body = mixed_trace(problem) if mixed else trace(problem)
-  return f"<think>{body} Done, the last result is {ans}.</think>The answer is {ans}.<answer>{ans}</answer>"
+  return (f"<think>{body} Done, the last result is {ans}.</think>"
+          f"The answer is {ans}.<answer>{ans}</answer>")
 
 
 # ------------------------------------------------------------------------------- general prompts
@@ -359,7 +360,8 @@ def cold_start(cfg: ToyWorldConfig) -> list[dict]:
     p = random_problem(rng, cfg, test=False)
     mixed = rng.random() < cfg.cold_start_mixed_share
     out.append({"id": f"toy-cold-{i:06d}", "problem": p, "answer": solve(p),
-                "prompt": format_prompt(TEMPLATE, p), "completion": cold_start_completion(p, mixed)})
+                "prompt": format_prompt(TEMPLATE, p),
+                "completion": cold_start_completion(p, mixed)})
   return out
 
 
