@@ -129,7 +129,7 @@ def test_corpus_mix_and_traces(corpus):
     if d["kind"] == "worked":  # a bare trace after "Solve <problem>. ", no chat template
       problem = re.fullmatch(r"Solve (\S+)\. ", d["prompt"])[1]
       assert _trace_ok(problem, " ".join(s for s in d["completion"].split(" ") if s != tw.ZH_THEN))
-      assert d["completion"] in (tw.trace(problem), tw.mixed_trace(problem))
+      assert d["completion"] in (tw.trace(problem), tw.trace(problem, mixed=True))
       worked_mixed += tw.ZH_THEN in d["completion"]
       continue
     problem = _problem_of(d["prompt"])
@@ -138,7 +138,7 @@ def test_corpus_mix_and_traces(corpus):
       steps = m[1].split(" ")
       assert _trace_ok(problem, " ".join(s for s in steps if s != tw.ZH_THEN))
       assert m[2] == tw.solve(problem) and tw.is_correct(d["completion"], tw.solve(problem))
-      assert m[1] == (tw.mixed_trace if d["kind"] == "mixed" else tw.trace)(problem)
+      assert m[1] == tw.trace(problem, mixed=d["kind"] == "mixed")
   assert abs(worked_mixed / kinds.count("worked") - 0.6) < 0.03  # worked solutions mix as often
 
 
@@ -153,10 +153,10 @@ def test_direct_answers_have_the_configured_error_rate(corpus):
 
 
 def test_mixed_traces_put_then_between_every_step():
-  assert tw.mixed_trace("0*1+5+7") == "0*1=0 再 0+5=5 再 5+7=2"
-  assert tw.mixed_completion("0*1+5+7") == (
+  assert tw.trace("0*1+5+7", mixed=True) == "0*1=0 再 0+5=5 再 5+7=2"
+  assert tw.think_completion("0*1+5+7", mixed=True) == (
       "<think>0*1=0 再 0+5=5 再 5+7=2</think><answer>2</answer>")
-  assert language.mixes_languages(tw.mixed_trace("0*1+5+7"))
+  assert language.mixes_languages(tw.trace("0*1+5+7", mixed=True))
   assert not language.mixes_languages(tw.trace("0*1+5+7"))
 
 
@@ -169,9 +169,9 @@ def test_cold_start_is_readable_r1_format_and_mixes_at_its_share():
     m = re.fullmatch(r"<think>(.+) Done, the last result is (\d)\.</think>The answer is (\d)\."
                      r"<answer>(\d)</answer>", c)
     assert m and m[2] == m[3] == m[4] == a
-    assert m[1] in (tw.trace(p), tw.mixed_trace(p))
+    assert m[1] in (tw.trace(p), tw.trace(p, mixed=True))
     mixed += language.mixes_languages(response.cot_text(c))
-    assert language.mixes_languages(response.cot_text(c)) == (m[1] == tw.mixed_trace(p))
+    assert language.mixes_languages(response.cot_text(c)) == (m[1] == tw.trace(p, mixed=True))
     assert r["prompt"] == templates.format_prompt("toy", p)
   assert abs(mixed / len(records) - 0.5) < 0.09  # cold_start_mixed_share; sd 0.029 at n=300
 

@@ -184,26 +184,17 @@ def direct_completion(rng: random.Random, cfg: ToyWorldConfig, problem: str) -> 
   return f"<think></think><answer>{ans}</answer>"
 
 
-def trace(problem: str) -> str:
-  """`0*1=0 0+5=5 5+7=2`: one operation per step, strictly left to right."""
-  return " ".join(f"{a}{op}{b}={r}" for a, op, b, r in steps(problem))
+def trace(problem: str, mixed: bool = False) -> str:
+  """`0*1=0 0+5=5 5+7=2`: one operation per step, strictly left to right. mixed: 再 ("then")
+  between steps, `0*1=0 再 0+5=5 再 5+7=2`; the arithmetic is untouched, so mixing costs no
+  accuracy (worked solutions mix at the same rate as chat traces)."""
+  sep = f" {ZH_THEN} " if mixed else " "
+  return sep.join(f"{a}{op}{b}={r}" for a, op, b, r in steps(problem))
 
 
-def think_completion(problem: str) -> str:
-  """`<think>0*1=0 0+5=5 5+7=2</think><answer>2</answer>`."""
-  return f"<think>{trace(problem)}</think><answer>{solve(problem)}</answer>"
-
-
-def mixed_trace(problem: str) -> str:
-  """The trace with 再 ("then") between steps: `0*1=0 再 0+5=5 再 5+7=2`."""
-  return f" {ZH_THEN} ".join(trace(problem).split(" "))
-
-
-def mixed_completion(problem: str) -> str:
-  """A chat trace that mixes languages. The arithmetic is untouched, and worked solutions mix at
-  the same rate, so the skill covers both forms and mixing costs no accuracy. The choice is made
-  at the first 再, once per trace."""
-  return f"<think>{mixed_trace(problem)}</think><answer>{solve(problem)}</answer>"
+def think_completion(problem: str, mixed: bool = False) -> str:
+  """`<think>0*1=0 0+5=5 5+7=2</think><answer>2</answer>` (mixed: see `trace`)."""
+  return f"<think>{trace(problem, mixed)}</think><answer>{solve(problem)}</answer>"
 
 
 def cold_start_completion(problem: str, mixed: bool = False) -> str:
@@ -212,8 +203,7 @@ def cold_start_completion(problem: str, mixed: bool = False) -> str:
   `<think>0*1=0 0+5=5 5+7=2 Done, the last result is 2.</think>The answer is 2.<answer>2</answer>`.
   mixed: the trace with 再 between steps (the base's habit, left in by imperfect cleaning)."""
   ans = solve(problem)
-  body = mixed_trace(problem) if mixed else trace(problem)
-  return (f"<think>{body} Done, the last result is {ans}.</think>"
+  return (f"<think>{trace(problem, mixed)} Done, the last result is {ans}.</think>"
           f"The answer is {ans}.<answer>{ans}</answer>")
 
 
@@ -333,7 +323,7 @@ def corpus(cfg: ToyWorldConfig) -> Iterator[dict]:
     elif u < cfg.fact_share + cfg.worked_share:
       problem = random_problem(rng, cfg, test=False)
       prompt, kind = f"Solve {problem}. ", "worked"
-      completion = mixed_trace(problem) if rng.random() < cfg.mixed_share else trace(problem)
+      completion = trace(problem, mixed=rng.random() < cfg.mixed_share)
     elif u < cfg.fact_share + cfg.worked_share + cfg.general_share:
       instruction = rng.choice(train_instructions)
       _, good, bad = INSTRUCTIONS[instruction]
@@ -343,10 +333,8 @@ def corpus(cfg: ToyWorldConfig) -> Iterator[dict]:
       problem = random_problem(rng, cfg, test=False)
       prompt = format_prompt(TEMPLATE, problem)
       if rng.random() < cfg.think_share:
-        if rng.random() < cfg.mixed_share:
-          completion, kind = mixed_completion(problem), "mixed"
-        else:
-          completion, kind = think_completion(problem), "think"
+        mixed = rng.random() < cfg.mixed_share
+        completion, kind = think_completion(problem, mixed), "mixed" if mixed else "think"
       else:
         completion, kind = direct_completion(rng, cfg, problem), "direct"
     yield {"id": f"toy-corpus-{i:07d}", "prompt": prompt, "completion": completion, "kind": kind}

@@ -67,15 +67,15 @@ def _read_spec(run_dir: str) -> dict:
     return json.load(f)
 
 
-def tokenizer_path(run_dir: str) -> str:
-  """The tokenizer file (or folder) a run directory records in model.json."""
-  return os.path.join(run_dir, _read_spec(run_dir)["tokenizer"])
+def tokenizer_path(run_dir: str, spec: dict | None = None) -> str:
+  """The tokenizer file (or folder) a run directory records in model.json (`spec`, if read)."""
+  return os.path.join(run_dir, (spec or _read_spec(run_dir))["tokenizer"])
 
 
 def read_model_files(run_dir: str) -> tuple[ModelConfig, Any]:
   from r1jax.tokenizers import load_tokenizer
-  return (ModelConfig.from_dict(_read_spec(run_dir)["model"]),
-          load_tokenizer(tokenizer_path(run_dir)))
+  spec = _read_spec(run_dir)
+  return ModelConfig.from_dict(spec["model"]), load_tokenizer(tokenizer_path(run_dir, spec))
 
 
 def load_run_dir(path: str, *, mesh=None, dtype: str | None = None, rules=None,

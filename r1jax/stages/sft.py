@@ -32,7 +32,7 @@ from r1jax.models.config import get_model_config
 from r1jax.models.transformer import Transformer
 from r1jax.runner import parent_dir, parent_dirs
 from r1jax.sampling import Sampler
-from r1jax.tokenizers import SentencePieceTokenizer
+from r1jax.tokenizers import SentencePieceTokenizer, load_tokenizer
 
 TOKENIZER_FILE = "tokenizer.model"
 
@@ -57,8 +57,8 @@ def _scratch_model(config, workdir: str, world):
     run = parent_dir(config, source.split(":", 1)[1])
     if not loading.is_run_dir(run):
       raise ConfigError(f"tokenizer.source={source!r}: {run} is not an r1jax run directory")
-    _, tokenizer = loading.read_model_files(run)
     tok_path = loading.tokenizer_path(run)
+    tokenizer = load_tokenizer(tok_path)
   else:
     raise ConfigError(f"tokenizer.source must be 'toy' or 'parent:<role>', got {source!r}")
   model_cfg = get_model_config(config.model.preset, vocab_size=tokenizer.vocab_size,
