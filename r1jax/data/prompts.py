@@ -3,7 +3,8 @@
 Every problem set has the benchmark record shape {'id', 'problem', 'answer'} and may carry more
 fields that reward functions read: `task` ('reasoning' when absent; 'general' routes to the reward
 model) and `language` (the CoT's target language). Sets: the toy world's RL prompts and held-out
-set ('toy'), its general prompts ('toy_general'), GSM8K, AIME 2024, AMC 2023, or any math JSONL.
+set ('toy'), its general prompts ('toy_general'), GSM8K, AIME 2024, AMC 2023, any math JSONL, or
+the code problems of `r1jax.data.code_problems` ('toy_code': task 'code', with their `tests`).
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any
 
 import grain
 
-from r1jax.data import benchmarks, toy_tfds, toy_world
+from r1jax.data import benchmarks, code_problems, toy_tfds, toy_world
 
 
 def toy_world_config(cfg) -> toy_world.ToyWorldConfig:
@@ -31,12 +32,15 @@ TOY_SETS = {"toy": {"train": "rl", "test": "heldout"},
 
 
 def load_problems(data_cfg, split: str) -> list[dict[str, Any]]:
-  """Records of `data_cfg.dataset` ('toy' or a registered benchmark) for split 'train' or 'test'."""
+  """Records of `data_cfg.dataset` ('toy', a code set or a registered benchmark) for split 'train'
+  or 'test'."""
   data_dir = data_cfg.get("data_dir") or default_data_dir()
   name = data_cfg.dataset
   if name in TOY_SETS:
     world = toy_world_config(data_cfg)
     return toy_tfds.load_records(TOY_SETS[name][split], data_dir, world)
+  if name in code_problems.CODE_SETS:
+    return code_problems.load_code_problems(name, split)
   options = dict(data_cfg.get("options", {}) or {})
   return benchmarks.load_benchmark(name, data_dir=data_dir, manual_dir=data_cfg.get("manual_dir"),
                                    split=split, **options)

@@ -14,12 +14,14 @@ build the format reward with `make_format_reward(prefilled="<think>")`.
 """
 from __future__ import annotations
 
+import threading
 from typing import Any, Callable, Mapping, Sequence
 
 from absl import logging
 import numpy as np
 
 from r1jax import language, response
+from r1jax.rl import code_sandbox
 
 RewardFn = Callable[..., Sequence[float]]
 Verifier = Callable[[str | None, str], bool]
@@ -138,6 +140,41 @@ def _checked(values: Sequence[float], n: int) -> np.ndarray:
   return values
 
 
+DEFAULT_TIMEOUT_S = 300.0  # per call; generous, since a reward model's first call compiles
+
+
+def with_timeout(fn: RewardFn, timeout_s: float, name: str = "reward") -> RewardFn:
+  """`fn` run in a daemon thread that must return within `timeout_s`, else TimeoutError: a hung
+  reward costs its samples their score (counted as failures) instead of stalling the run.
+
+  Python cannot kill a thread, so a hung call is abandoned and keeps its thread until it returns;
+  code that may never return belongs in a child process (the `code` reward's sandbox).
+  """
+  if not timeout_s or timeout_s <= 0:
+    return fn
+
+  def timed(*args, **kwargs):
+    out: dict[str, Any] = {}
+
+    def target():
+      try:
+        out["value"] = fn(*args, **kwargs)
+      except BaseException as e:  # pylint: disable=broad-except  (re-raised in the caller)
+        out["error"] = e
+
+    thread = threading.Thread(target=target, daemon=True, name=f"reward-{name}")
+    thread.start()
+    thread.join(timeout_s)
+    if thread.is_alive():
+      raise TimeoutError(f"reward {name!r} returned nothing within {timeout_s:g} s "
+                         "(its timeout_s)")
+    if "error" in out:
+      raise out["error"]
+    return out["value"]
+
+  return timed
+
+
 def _score_one_fn(name: str, fn: RewardFn, prompts, completions, answers,
                   extras) -> tuple[np.ndarray, int]:
   """Scores with fn; on an exception retries sample by sample. Returns (scores [N], failures)."""
@@ -206,6 +243,7 @@ class RewardSet:
 # name -> factory(**kwargs) -> RewardFn. Other modules may add entries (e.g. math-verify accuracy).
 REWARD_REGISTRY: dict[str, Callable[..., RewardFn]] = {
     "accuracy": accuracy_reward,
+    "code": code_sandbox.code_reward,  # runs the program in a sandbox against record['tests']
     "format": make_format_reward,
     "language": language_consistency_reward,
     "overlong": overlong_reward,
@@ -217,7 +255,8 @@ def build_reward_set(config: Mapping[str, Any],
   """Builds from {name: weight} or {name: {'weight': w, **factory_kwargs}} (dict or ConfigDict).
 
   e.g. {'accuracy': 1.0, 'format': 1.0, 'overlong': {'weight': 1.0, 'max_len': 512,
-  'cache_len': 128}}.
+  'cache_len': 128}}. Every call has a timeout: a dict spec's `timeout_s` (0: none), else
+  DEFAULT_TIMEOUT_S.
   """
   registry = REWARD_REGISTRY if registry is None else registry
   named = {}
@@ -233,7 +272,8 @@ def build_reward_set(config: Mapping[str, Any],
       weight = float(kwargs.pop("weight"))
     else:
       raise ValueError(f"reward {name!r}: spec must be a weight or a dict, got {spec!r}")
-    named[name] = (registry[name](**kwargs), weight)
+    timeout_s = float(kwargs.pop("timeout_s", DEFAULT_TIMEOUT_S))
+    named[name] = (with_timeout(registry[name](**kwargs), timeout_s, name), weight)
   return RewardSet(named)
 
 
