@@ -32,7 +32,8 @@ setup(
     ],
     extras_require={
         # ipython: the notebooks display their report with IPython.display, as Jupyter does.
-        "test": ["pytest>=8,<10", "pytest-xdist>=3.5,<4", "ipython>=8.20,<10"],
+        "test": ["pytest>=8,<10", "pytest-xdist>=3.5,<4", "ipython>=8.20,<10",
+                 "hypothesis>=6.100,<7"],
         # Reference implementation for the weight-parity tests (CPU build of torch).
         "parity": ["torch==2.13.0", "transformers>=4.50,<6"],
     },

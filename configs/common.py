@@ -120,6 +120,8 @@ def sft(name: str, source: str) -> ConfigDict:
   c.mesh = mesh()
   c.axis_rules = None  # None: r1jax.sharding.DEFAULT_RULES
   c.checkpoint_every = 200
+  c.nan_policy = "stop"  # a NaN/inf loss or gradient: 'stop' (keep the last good checkpoint and
+  #   exit naming the step) or 'skip' (leave the state as it was, count it in the metrics)
   c.grader = "exact"  # eval grader: 'exact' (toy world) or 'math' (math-verify)
   c.parents = ConfigDict()  # role -> parent(dir, config); 'init' holds the starting weights
   c.model = ConfigDict({
@@ -166,6 +168,7 @@ def grpo(name: str) -> ConfigDict:
   c.num_steps = 40  # optimizer steps = num_steps * rl.num_epochs * rl.num_minibatches
   c.checkpoint_every = 10
   c.keep_checkpoints = 2
+  c.nan_policy = "stop"  # a NaN/inf loss or gradient: 'stop' or 'skip' (see sft())
   c.progress = True
   c.mesh = mesh()  # data-parallel over every device by default
   c.axis_rules = None  # None: r1jax.sharding.DEFAULT_RULES

@@ -10,6 +10,8 @@ Typed keys (`jax.random.key`) are stored as their uint32 key data, so the arrays
 plain and every restore path (sharded, host numpy, params only) can wrap them back. Restores
 reshard onto whatever layout the abstract state asks for: a checkpoint written on 8 devices
 loads onto 1 and back. Saving is asynchronous; `restore` and `close` wait for pending saves.
+A step directory that cannot be read (truncated, overwritten) raises `CheckpointError` naming it;
+nothing on disk is changed, so the user decides what to delete.
 """
 from __future__ import annotations
 
@@ -22,6 +24,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
+
+from r1jax.errors import CheckpointError
 
 PyTree = Any
 
@@ -147,6 +151,16 @@ def _host_restore_args(metadata_tree: PyTree) -> PyTree:
       metadata_tree)
 
 
+def _unreadable(step_dir: epath.Path, e: Exception) -> CheckpointError:
+  """One line naming the step directory: orbax / tensorstore errors run to many lines."""
+  lines = str(e).strip().splitlines()
+  detail = lines[0] if lines else ""
+  detail = detail if len(detail) <= 300 else detail[:300] + "..."
+  return CheckpointError(f"checkpoint {step_dir} cannot be read ({type(e).__name__}: {detail}); "
+                         "it was left as it is: delete it to resume from an earlier step (or "
+                         "from scratch), or start a new --workdir")
+
+
 def _read_json(path: epath.Path) -> Any:
   """An orbax JSON item written by `Checkpointer.save`, or None when the item was not saved."""
   if not path.exists():
@@ -189,10 +203,13 @@ def restore_params(path_or_dir: epath.PathLike, abstract_params: PyTree | None =
   """
   step_dir = _resolve_step_dir(path_or_dir, step)
   handler = ocp.PyTreeCheckpointHandler()
-  tree = handler.metadata(step_dir / STATE).tree
+  try:
+    tree = handler.metadata(step_dir / STATE).tree
+    impls = _read_json(step_dir / PRNG_KEYS) or {}
+  except Exception as e:  # any read failure is a damaged step directory
+    raise _unreadable(step_dir, e) from e
   if "params" not in tree:
     raise KeyError(f"checkpoint {step_dir} holds no 'params'; top-level keys: {sorted(tree)}")
-  impls = _read_json(step_dir / PRNG_KEYS) or {}
   if abstract_params is None:
     item = {"params": tree["params"]}
     restore_args, typed = _host_restore_args(item), None
@@ -201,9 +218,12 @@ def restore_params(path_or_dir: epath.PathLike, abstract_params: PyTree | None =
     typed = {"params/" + name for name in typed}
     item = {"params": physical}
     restore_args = ocp.checkpoint_utils.construct_restore_args(item)
-  restored = ocp.Checkpointer(handler).restore(
-      step_dir / STATE,
-      args=ocp.args.PyTreeRestore(item=item, restore_args=restore_args, partial_restore=True))
+  try:
+    restored = ocp.Checkpointer(handler).restore(
+        step_dir / STATE,
+        args=ocp.args.PyTreeRestore(item=item, restore_args=restore_args, partial_restore=True))
+  except Exception as e:
+    raise _unreadable(step_dir, e) from e
   return _wrap_keys(restored["params"], impls, prefix="params/", only=typed)
 
 
@@ -299,9 +319,12 @@ class Checkpointer:
     """
     step = self._step_or_latest(step)
     step_dir = _NAME_FORMAT.find_step(self.directory, step).path
-    impls = _read_json(step_dir / PRNG_KEYS) or {}
+    try:
+      impls = _read_json(step_dir / PRNG_KEYS) or {}
+      tree = self._manager.item_metadata(step)[STATE].tree if abstract_state is None else None
+    except Exception as e:  # any read failure is a damaged step directory
+      raise _unreadable(step_dir, e) from e
     if abstract_state is None:
-      tree = self._manager.item_metadata(step)[STATE].tree
       args = ocp.args.PyTreeRestore(restore_args=_host_restore_args(tree))
       typed = None
     else:
@@ -312,9 +335,12 @@ class Checkpointer:
                          f"in {self.directory} stored raw arrays there; ask for uint32 instead")
       args = ocp.args.PyTreeRestore(
           item=physical, restore_args=ocp.checkpoint_utils.construct_restore_args(physical))
-    state = self._manager.restore(step, args=ocp.args.Composite(**{STATE: args}))[STATE]
-    state = _wrap_keys(state, impls, only=typed)
-    return state, _read_json(step_dir / DATA), _read_json(step_dir / META)
+    try:
+      state = self._manager.restore(step, args=ocp.args.Composite(**{STATE: args}))[STATE]
+      data, meta = _read_json(step_dir / DATA), _read_json(step_dir / META)
+    except Exception as e:
+      raise _unreadable(step_dir, e) from e
+    return _wrap_keys(state, impls, only=typed), data, meta
 
   def restore_params(self, step: int | None = None, *,
                      abstract_params: PyTree | None = None) -> PyTree:

@@ -224,7 +224,7 @@ def _check(extracted: str | None, gold: str, mode: str) -> tuple[bool, bool]:
 def _gold_readable(gold: str) -> bool:
   readable = any(_is_sympy(x) for x in _parse_math(gold))
   if not readable:
-    log.warning("gold answer %r is not readable by math-verify; using exact match", gold)
+    log.warning("gold answer %.200r is not readable by math-verify; using exact match", gold)
   return readable
 
 

@@ -19,17 +19,44 @@ def _to_float(v: Any) -> float | None:
 
 
 class MetricsWriter:
-  """Appends `{"step": s, **scalars}` lines; only process 0 writes. Reopen-safe (resume appends)."""
+  """Appends `{"step": s, **scalars}` lines; only process 0 writes.
 
-  def __init__(self, workdir: str, tensorboard: bool = True):
+  A resumed run passes `resume_step` (the checkpoint's step, 0 for a fresh start) and the
+  `resume_offset` that `offset()` gave when that checkpoint was saved: every line written after
+  the checkpoint is cut, so a run killed anywhere and rerun has each step's lines exactly once.
+  Without an offset (an older checkpoint) lines with a larger step are dropped instead.
+  TensorBoard hides its events past the resume step (`purge_step`).
+  """
+
+  def __init__(self, workdir: str, tensorboard: bool = True, resume_step: int | None = None,
+               resume_offset: int | None = None):
     self.enabled = jax.process_index() == 0
     self.path = os.path.join(workdir, "metrics.jsonl")
     self._tb = None
     if self.enabled:
       os.makedirs(workdir, exist_ok=True)
+      if resume_step is not None:
+        self._rewind(resume_step, resume_offset)
       if tensorboard:
         from tensorboardX import SummaryWriter
-        self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+        purge = None if resume_step is None else resume_step + 1
+        self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=purge)
+
+  def offset(self) -> int:
+    """Bytes written so far: saved with each checkpoint, handed back as `resume_offset`."""
+    return os.path.getsize(self.path) if os.path.exists(self.path) else 0
+
+  def _rewind(self, step: int, offset: int | None) -> None:
+    if not os.path.exists(self.path):
+      return
+    if offset is None:
+      with open(self.path) as f:
+        kept = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
+      with open(self.path, "w") as f:
+        f.writelines(kept if step else [])
+    else:
+      with open(self.path, "r+") as f:
+        f.truncate(offset)
 
   def write(self, step: int, scalars: dict[str, Any]) -> None:
     if not self.enabled:

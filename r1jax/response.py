@@ -18,14 +18,10 @@ answer extractor of the accuracy reward and of the eval grader, the reward model
 from __future__ import annotations
 
 import dataclasses
-import re
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 ANSWER_OPEN, ANSWER_CLOSE = "<answer>", "</answer>"
 TAGS = (THINK_OPEN, THINK_CLOSE, ANSWER_OPEN, ANSWER_CLOSE)
-
-_WITH_ANSWER = re.compile(r"\s*<think>(.*?)</think>(.*?)<answer>(.*?)</answer>\s*", re.DOTALL)
-_NO_ANSWER = re.compile(r"\s*<think>(.*?)</think>(.*)", re.DOTALL)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,16 +40,42 @@ def _clean(*parts: str) -> bool:
   return not any(tag in part for part in parts for tag in TAGS)
 
 
+def _split(text: str, with_answer: bool) -> tuple[str, ...] | None:
+  """The groups that `\\s*<think>(.*?)</think>(.*?)<answer>(.*?)</answer>\\s*` (or, without the
+  answer, `\\s*<think>(.*?)</think>(.*)`) fullmatches, DOTALL, found with `find` in linear time:
+  the regex backtracks cubically on repeated tags, and a policy can write thousands of them.
+  The first </think> after the opening <think>, the first <answer> after it, and the </answer>
+  that ends the text (trailing whitespace aside): what the lazy groups settle on."""
+  body = text.lstrip()
+  if not body.startswith(THINK_OPEN):
+    return None
+  start = len(text) - len(body) + len(THINK_OPEN)
+  close = text.find(THINK_CLOSE, start)
+  if close < 0:
+    return None
+  rest = close + len(THINK_CLOSE)
+  if not with_answer:
+    return text[start:close], text[rest:]
+  tail = text.rstrip()
+  if not tail.endswith(ANSWER_CLOSE):
+    return None
+  end = len(tail) - len(ANSWER_CLOSE)
+  opening = text.find(ANSWER_OPEN, rest)
+  if opening < 0 or opening + len(ANSWER_OPEN) > end:
+    return None
+  return text[start:close], text[rest:opening], text[opening + len(ANSWER_OPEN):end]
+
+
 def parse(text: str, require_answer: bool = True) -> Response:
   """Splits `text` by the format above (`require_answer=False`: a general reply, no answer block)."""
-  m = _WITH_ANSWER.fullmatch(text)
+  m = _split(text, with_answer=True)
   if m is not None:
-    cot, summary, answer = m.group(1), m.group(2), m.group(3)
+    cot, summary, answer = m
     ok = _clean(cot, summary, answer) and answer.strip() != ""
     return Response(cot, summary.strip(), answer.strip(), ok)
-  m = _NO_ANSWER.fullmatch(text)
+  m = _split(text, with_answer=False)
   if m is not None:
-    cot, summary = m.group(1), m.group(2)
+    cot, summary = m
     ok = not require_answer and _clean(cot, summary) and summary.strip() != ""
     return Response(cot, summary.strip(), extract_answer(text), ok)
   return Response(cot_text(text), summary_text(text), extract_answer(text), False)

@@ -216,14 +216,113 @@ def _check_workdir(workdir: str, stage: str) -> None:
                       "there (choose another --workdir)")
 
 
+# Fields a resumed run may change: how long it runs and how often it saves, logs and evaluates,
+# what it does on a NaN, where its data and parents' configs are, how it is laid out on the
+# devices (checkpoints reshard on restore). A pattern matches a field and everything under it;
+# '*' is one level. Any other field, even one the earlier run's config lacked, is the recipe.
+RESUMABLE = ("num_steps", "train.num_steps", "train.num_epochs", "train.log_every",
+             "checkpoint_every", "keep_checkpoints", "nan_policy", "progress", "name", "eval",
+             "data.data_dir", "data.manual_dir", "parents.*.config", "mesh", "axis_rules",
+             "stages", "rebuild")
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+  """{'a': {'b': 1}} -> {'a.b': 1}; an empty block has no fields."""
+  if isinstance(tree, dict):
+    out = {}
+    for k, v in tree.items():
+      out.update(_flatten(v, f"{prefix}{k}."))
+    return out
+  return {prefix[:-1]: tree}
+
+
+def _resumable(field: str) -> bool:
+  parts = field.split(".")
+  for pattern in RESUMABLE:
+    pat = pattern.split(".")
+    if len(pat) <= len(parts) and all(p in ("*", f) for p, f in zip(pat, parts)):
+      return True
+  return False
+
+
+def _has_checkpoints(workdir: str) -> bool:
+  ckpt = os.path.join(workdir, "checkpoints")
+  return os.path.isdir(ckpt) and any(d.isdigit() for d in os.listdir(ckpt))
+
+
+def _show(value: Any) -> str:
+  return value if value == "<unset>" else json.dumps(value)
+
+
+def recipe_changes(old: dict, config) -> list[str]:
+  """'field=old; this config has new' for each field that differs between a run's config.json
+  (`old`) and `config`, ignoring RESUMABLE fields. optim.total_steps counts only when both
+  name a length (0 derives it from the run's steps); parents' dirs compare as normalised paths."""
+  new = _flatten(json.loads(config_json(config)))
+  old = _flatten(old)
+  out = []
+  for field in sorted(set(old) | set(new)):
+    a, b = old.get(field, "<unset>"), new.get(field, "<unset>")
+    if _resumable(field) or a == b:
+      continue
+    if field == "optim.total_steps" and not (a and b):
+      continue
+    if field.startswith("parents.") and field.endswith(".dir") and isinstance(a, str) \
+        and isinstance(b, str) and os.path.normpath(a) == os.path.normpath(b):
+      continue
+    out.append(f"{field}={_show(a)}; this config has {_show(b)}")
+  return out
+
+
+def _check_resume(workdir: str, config, stage: str) -> None:
+  """A workdir with checkpoints of an earlier run of this stage resumes them: with a different
+  recipe (model shapes, loss, data, ...) that would fail late or silently mix two recipes. Checked
+  before anything is written; the fields in RESUMABLE may change."""
+  path = os.path.join(workdir, CONFIG_FILE)
+  if not os.path.isfile(path) or not _has_checkpoints(workdir):
+    return
+  try:
+    with open(path, encoding="utf-8") as f:
+      old = json.load(f)
+  except (OSError, ValueError):
+    return
+  if not isinstance(old, dict) or old.get("stage") != stage:
+    return
+  changes = recipe_changes(old, config)
+  if changes:
+    more = f" (and {len(changes) - 4} more)" if len(changes) > 4 else ""
+    raise ConfigError(f"workdir {workdir} was run with {'; and '.join(changes[:4])}{more} "
+                      f"(use a new --workdir, or delete {workdir})")
+
+
+def check_devices(config, stage: str) -> None:
+  """The mesh fits the devices and each step's batch divides over it: one line before parents
+  are built or anything is written, not a shape error after the first compile."""
+  if config.get("mesh") is None:
+    return
+  from r1jax import sharding
+  mesh = sharding.make_mesh(dict(config.mesh))
+  train = config.get("train") or {}
+  if stage == "sft" and train.get("batch_size"):
+    sharding.check_batch(train.batch_size, mesh, "train.batch_size")
+  elif stage == "grpo" and config.get("rl") is not None:
+    from r1jax.rl import grpo as rl_grpo
+    from r1jax.stages import grpo as grpo_stage
+    rl_grpo.check_batch(config.rl.num_prompts, grpo_stage.grpo_config(config.rl), mesh)
+
+
 def run_stage(config, workdir: str) -> dict:
-  """Parents, then the stage named by `config.stage`; writes config.json first, lineage.json last."""
+  """Parents, then the stage named by `config.stage`; writes config.json first, lineage.json last.
+
+  Everything that can be checked without a model is checked before anything is written."""
   name = config.get("stage")
   fn = stages.get(name)
   if fn is None:
     raise ConfigError(f"unknown stage {name!r}; known stages: {', '.join(stages.names())}")
   check_config(config, name)
   _check_workdir(workdir, name)
+  _check_resume(workdir, config, name)
+  check_devices(config, name)
   ensure_parents(config)
   os.makedirs(workdir, exist_ok=True)
   text = config_json(config)

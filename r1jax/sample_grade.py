@@ -16,6 +16,7 @@ import numpy as np
 import tqdm
 
 from r1jax import evaluation, grading, language, response
+from r1jax.sampling import check_prompts_fit
 from r1jax.templates import format_prompt
 from r1jax.tokenizers import encode_prompt
 
@@ -37,12 +38,15 @@ def sample_completions(sampler, params, tokenizer, problems: Sequence[dict], *, 
   so one seed fixes every sample whatever the batch size."""
   if k < 1 or batch_size < 1:
     raise ValueError(f"k and batch_size must be >= 1, got k={k}, batch_size={batch_size}")
+  encoded = [encode_prompt(tokenizer, format_prompt(template, p["problem"])) for p in problems]
+  check_prompts_fit(encoded, [p.get("id", str(i)) for i, p in enumerate(problems)],
+                    max_new_tokens, sampler)
   out = []
   starts = range(0, len(problems), batch_size)
   for start in tqdm.tqdm(starts, desc="sampling", unit="batch", disable=not progress):
     batch = problems[start:start + batch_size]
     prompts = [format_prompt(template, p["problem"]) for p in batch]
-    res = sampler(params, [encode_prompt(tokenizer, p) for p in prompts], rng=rng,
+    res = sampler(params, encoded[start:start + batch_size], rng=rng,
                   max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
                   n=k, eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id,
                   prompt_ids=list(range(start, start + len(batch))))

@@ -23,8 +23,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from r1jax import sharding
-from r1jax.rl import losses
+from r1jax.errors import ConfigError
 from r1jax.models.transformer import CACHE_LOGICAL_AXES, Transformer, init_cache
+from r1jax.rl import losses
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,6 +150,24 @@ def row_keys(rng: jax.Array, prompt_ids: jax.Array, sample_ids: jax.Array) -> ja
   """[M] keys, one per row, from (rng, prompt id, sample index): batch-invariant streams."""
   return jax.vmap(lambda p, s: jax.random.fold_in(jax.random.fold_in(rng, p), s))(
       prompt_ids, sample_ids)
+
+
+def check_prompts_fit(prompts: Sequence[Sequence[int]], names: Sequence[Any], max_new_tokens: int,
+                      sampler: Any, budget: str = "max_new_tokens") -> None:
+  """A ConfigError naming the first prompt whose tokens plus the completion budget exceed the
+  sampler's model's context. Callers that know the prompts' ids check before sampling (and so
+  before anything compiles): the sampler itself sees only a padded batch of anonymous rows.
+  A sampler without a `model.config` (a stand-in) is not checked."""
+  max_seq_len = getattr(getattr(getattr(sampler, "model", None), "config", None),
+                        "max_seq_len", None)
+  if max_seq_len is None:
+    return
+  for ids, name in zip(prompts, names):
+    if len(ids) + max_new_tokens > max_seq_len:
+      raise ConfigError(
+          f"prompt {str(name)!r} is {len(ids)} tokens; with {budget}={max_new_tokens} it needs "
+          f"{len(ids) + max_new_tokens} positions, more than the model's max_seq_len "
+          f"{max_seq_len} (shorten the prompt or the template, or lower {budget})")
 
 
 def left_pad(prompts: Sequence[Sequence[int]], pad_id: int,

@@ -16,7 +16,10 @@ import flax.linen as nn
 import jax
 import numpy as np
 from absl import logging
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from r1jax.errors import ConfigError
 
 MESH_AXES = ("data", "fsdp", "tensor")
 DATA_AXES = ("data", "fsdp")  # the batch is split over both; a GRPO group may span them
@@ -60,21 +63,29 @@ def make_mesh(shape: Mapping[str, int] | None = None,
   """A mesh over `devices` (default: all). One axis size may be -1 (the rest of the devices).
 
   `shape` maps axis names (default data/fsdp/tensor) to sizes, e.g. {'data': -1, 'tensor': 2}.
+  A shape the devices cannot fill is a ConfigError (it comes from `--config.mesh`).
   """
   devices = list(jax.devices() if devices is None else devices)
   shape = dict(shape or {"data": -1, "fsdp": 1, "tensor": 1})
   for axis in MESH_AXES:
     shape.setdefault(axis, 1)
+  bad = {k: v for k, v in shape.items()
+         if v != -1 and (not isinstance(v, (int, np.integer)) or v < 1)}
+  if bad:
+    raise ConfigError(f"mesh {shape}: axis sizes must be >= 1 (or -1), got {bad} (--config.mesh)")
   unknown = [k for k, v in shape.items() if v == -1]
   if len(unknown) > 1:
-    raise ValueError(f"at most one mesh axis may be -1, got {shape}")
+    raise ConfigError(f"mesh {shape}: at most one axis may be -1 (--config.mesh)")
   fixed = math.prod(v for v in shape.values() if v != -1)
   if unknown:
     if len(devices) % fixed:
-      raise ValueError(f"{len(devices)} devices cannot fill mesh {shape}")
+      raise ConfigError(f"mesh {shape}: {len(devices)} devices cannot fill it "
+                        f"({len(devices)} is not a multiple of {fixed}; --config.mesh)")
     shape[unknown[0]] = len(devices) // fixed
   if math.prod(shape.values()) != len(devices):
-    raise ValueError(f"mesh {shape} needs {math.prod(shape.values())} devices, have {len(devices)}")
+    raise ConfigError(f"mesh {shape} needs {math.prod(shape.values())} devices, but there are "
+                      f"{len(devices)}; set --config.mesh.* to sizes whose product is "
+                      f"{len(devices)} (or one of them to -1)")
   names = tuple(shape)
   dev_array = np.asarray(devices).reshape(tuple(shape[n] for n in names))
   return Mesh(dev_array, names)
@@ -115,7 +126,7 @@ def batch_divisor(mesh: Mesh) -> int:
 def check_batch(size: int, mesh: Mesh, what: str) -> None:
   """A clear error, before any work, for a batch the data axes cannot split evenly."""
   if size % batch_divisor(mesh):
-    raise ValueError(f"{what}={size} does not divide over the mesh's {batch_divisor(mesh)} "
+    raise ConfigError(f"{what}={size} does not divide over the mesh's {batch_divisor(mesh)} "
                      f"data-parallel shards ({dict(mesh.shape)}); use a multiple of "
                      f"{batch_divisor(mesh)} or a smaller --config.mesh.data")
 

@@ -15,6 +15,7 @@ import numpy as np
 import optax
 
 from r1jax import sharding
+from r1jax.errors import ConfigError, NonFiniteError
 
 
 def _sample_tokens(seq_len: int = 8):
@@ -61,12 +62,18 @@ def jit_update(loss_fn: Callable[[Any, dict], tuple[jax.Array, dict]], tx, mesh,
                state_shards: Any) -> Callable[[dict, dict], tuple[dict, dict]]:
   """Jits `state, batch -> state, metrics` for `loss_fn(params, batch) -> (loss, metrics)`.
 
-  The state is donated; batch arrays are sharded over the data axes by the caller.
+  A step whose loss or gradients are not finite leaves the state as it was (params, optimizer
+  moments and step count) and reports `nonfinite` = 1; `check_finite` then stops the run or lets
+  it go on, by `nan_policy`. The state is donated; batch arrays are sharded over the data axes
+  by the caller.
   """
   def step(state, batch):
     (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"], batch)
-    state, norms = apply_gradients(state, grads, tx)
-    return state, {"loss": loss, **metrics, **norms}
+    new_state, norms = apply_gradients(state, grads, tx)
+    finite = jnp.isfinite(loss) & jnp.isfinite(norms["grad_norm"])
+    new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, state)
+    return new_state, {"loss": loss, **metrics, **norms,
+                       "nonfinite": 1.0 - finite.astype(jnp.float32)}
 
   jitted = jax.jit(step, in_shardings=(state_shards, None), out_shardings=(state_shards, None),
                    donate_argnums=(0,))
@@ -75,6 +82,25 @@ def jit_update(loss_fn: Callable[[Any, dict], tuple[jax.Array, dict]], tx, mesh,
     with sharding.mesh_rules(mesh, rules):
       return jitted(state, batch)
   return run
+
+
+NAN_POLICIES = ("stop", "skip")
+
+
+def check_finite(metrics: dict, step: int, policy: str, last_checkpoint: int | None) -> bool:
+  """True when the step was skipped for a NaN/inf; under 'stop' raises NonFiniteError instead,
+  before anything is saved, so the last good checkpoint stays the latest."""
+  if policy not in NAN_POLICIES:
+    raise ConfigError(f"nan_policy must be one of {NAN_POLICIES}, got {policy!r}")
+  if not float(metrics.get("nonfinite", 0.0)) > 0:
+    return False
+  if policy == "skip":
+    return True
+  what = ", ".join(f"{k} = {float(metrics[k])}" for k in ("loss", "grad_norm") if k in metrics)
+  kept = (f"the last good checkpoint (step {last_checkpoint}) is kept" if last_checkpoint
+          else "no checkpoint was written")
+  raise NonFiniteError(f"step {step}: non-finite {what}; stopped before saving, {kept} "
+                       "(--config.nan_policy=skip skips such steps instead)")
 
 
 def shard_batch(batch: dict[str, np.ndarray], mesh) -> dict[str, jax.Array]:

@@ -19,6 +19,8 @@ from typing import Any, Callable, Iterator
 
 import tensorflow_datasets as tfds
 
+from r1jax.errors import ConfigError
+
 GSM8K_URL = ("https://raw.githubusercontent.com/openai/grade-school-math/master/"
              "grade_school_math/data/test.jsonl")
 FILE_FORMAT = "array_record"
@@ -54,11 +56,33 @@ def _as_text(value: Any) -> str:
   return json.dumps(value)
 
 
+class RecordError(ConfigError, KeyError):
+  """A benchmark file line that is not a record of its format, named by `path:line`. Also a
+  KeyError (a missing field) and a ValueError (a bad value), as those errors were before."""
+
+  def __str__(self):  # KeyError would repr() the message
+    return str(self.args[0])
+
+
 def _read_jsonl(path) -> Iterator[tuple[int, dict]]:
+  """(0-based line number, object) of each non-blank line; a RecordError naming `path:line` for
+  a line that is not a JSON object, or a file that is not UTF-8."""
+  line_no = -1
   with open(path, encoding="utf-8") as f:
-    for line_no, line in enumerate(f):
-      if line.strip():
-        yield line_no, json.loads(line)
+    try:
+      for line_no, line in enumerate(f):
+        if not line.strip():
+          continue
+        try:
+          row = json.loads(line)
+        except (ValueError, RecursionError) as e:  # also an over-long integer, too deep a nesting
+          raise RecordError(f"{path}:{line_no + 1}: not JSON ({getattr(e, 'msg', e)})") from None
+        if not isinstance(row, dict):
+          raise RecordError(f"{path}:{line_no + 1}: expected a JSON object, got "
+                            f"{type(row).__name__}")
+        yield line_no, row
+    except UnicodeDecodeError as e:
+      raise RecordError(f"{path}: not UTF-8 ({e.reason}) after line {line_no + 1}") from None
 
 
 def gsm8k_gold(solution: str) -> str:
@@ -128,7 +152,14 @@ class _JsonlBenchmark(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
   def _generate_examples(self, path):
     for line_no, row in _read_jsonl(path):
-      record = self._record(line_no, row)
+      try:
+        record = self._record(line_no, row)
+      except (KeyError, ValueError, TypeError) as e:
+        what = f"field {e.args[0]!r} missing" if type(e) is KeyError else str(e)
+        raise RecordError(f"{path}:{line_no + 1}: not a {self.name} record: {what}") from None
+      bad = sorted(k for k, v in record.items() if not isinstance(v, str))
+      if bad:
+        raise RecordError(f"{path}:{line_no + 1}: not a {self.name} record: {bad} must be text")
       yield record["id"], record
 
   def _record(self, line_no: int, row: dict) -> dict:
@@ -199,7 +230,7 @@ class MathJsonl(_JsonlBenchmark):
     cfg = self._fields
     for field in (cfg.problem_field, cfg.answer_field) + ((cfg.id_field,) if cfg.id_field else ()):
       if field not in row:
-        raise KeyError(f"line {line_no}: field {field!r} missing (has {sorted(row)})")
+        raise RecordError(f"field {field!r} missing (has {sorted(row)})")
     rid = _as_text(row[cfg.id_field]) if cfg.id_field else str(line_no)
     return {"problem": _as_text(row[cfg.problem_field]), "answer": _as_text(row[cfg.answer_field]),
             "id": rid}

@@ -41,8 +41,8 @@ def read(path: str, fmt: str) -> list[dict[str, Any]]:
       continue
     try:
       row = json.loads(line)
-    except json.JSONDecodeError as e:
-      raise ConfigError(f"{path}:{line_no}: not JSON ({e.msg})") from None
+    except (ValueError, RecursionError) as e:  # also an over-long integer, too deep a nesting
+      raise ConfigError(f"{path}:{line_no}: not JSON ({getattr(e, 'msg', e)})") from None
     if not isinstance(row, dict):
       raise ConfigError(f"{path}:{line_no}: expected an object with {list(fields)}")
     missing = [k for k in fields if not isinstance(row.get(k), str) or not row[k].strip()]

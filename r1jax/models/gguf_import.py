@@ -15,8 +15,9 @@ from typing import Any
 import numpy as np
 from gguf import GGUFReader, quants
 
+from r1jax.errors import CheckpointError
 from r1jax.models.config import ModelConfig
-from r1jax.models.hf_import import load_params
+from r1jax.models.hf_import import UnsupportedModelError, load_params
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -55,7 +56,7 @@ def field(reader, key: str, default: Any = KeyError) -> Any:
   f = reader.fields.get(key)
   if f is None:
     if default is KeyError:
-      raise ValueError(f"GGUF metadata lacks {key!r}")
+      raise CheckpointError(f"GGUF metadata lacks {key!r}")
     return default
   return f.contents()
 
@@ -79,15 +80,15 @@ def unpermute_rotary(w: np.ndarray, num_heads: int) -> np.ndarray:
 def config_from_gguf(reader, **overrides: Any) -> ModelConfig:
   arch = field(reader, "general.architecture")
   if arch != "llama":
-    raise NotImplementedError(f"GGUF architecture {arch!r} is not supported (llama is)")
+    raise UnsupportedModelError(f"GGUF architecture {arch!r} is not supported (llama is)")
   shapes = {t.name: tuple(int(n) for n in reversed(t.shape)) for t in reader.tensors}
   names = set(shapes)
   if "rope_freqs.weight" in names or field(reader, "llama.rope.scaling.type", "none") != "none":
-    raise NotImplementedError("GGUF rope scaling is not supported; import the HF checkpoint")
+    raise UnsupportedModelError("GGUF rope scaling is not supported; import the HF checkpoint")
   heads = int(field(reader, "llama.attention.head_count"))
   d_model = int(field(reader, "llama.embedding_length"))
   if "token_embd.weight" not in shapes:
-    raise ValueError("GGUF file lacks tensor 'token_embd.weight'")
+    raise CheckpointError("GGUF file lacks tensor 'token_embd.weight'")
   fields = dict(
       vocab_size=shapes["token_embd.weight"][0], d_model=d_model,
       num_layers=int(field(reader, "llama.block_count")),
@@ -125,6 +126,12 @@ class GGUFSource:
     return self._path
 
   def read(self, name: str) -> np.ndarray:
+    try:
+      return self._read(name)
+    except (ValueError, IndexError, TypeError, OSError) as e:  # a damaged tensor
+      raise CheckpointError(f"{self._path}: tensor {name} cannot be read ({e})") from e
+
+  def _read(self, name: str) -> np.ndarray:
     t = self._tensors[name]
     shape = tuple(int(n) for n in reversed(t.shape))  # ggml lists the fastest axis first
     w = np.empty(shape, np.float32)
@@ -142,10 +149,15 @@ class GGUFSource:
 def load_gguf(path: str, *, dtype: str = "float32", mesh=None,
               rules=None) -> tuple[ModelConfig, Any, Any]:
   """(config, params, reader) from a Llama-architecture GGUF file."""
-  reader = GGUFReader(path)
+  try:
+    reader = GGUFReader(path)
+  except Exception as e:  # bad magic, truncation: numpy / struct errors
+    raise CheckpointError(f"{path}: not a readable GGUF file ({type(e).__name__}: {e})") from e
   try:
     config = config_from_gguf(reader, param_dtype=dtype, dtype=dtype)
-  except (NotImplementedError, ValueError) as e:
+  except CheckpointError as e:
     raise type(e)(f"{path}: {e}") from None
+  except ValueError as e:  # metadata that makes no ModelConfig
+    raise CheckpointError(f"{path}: {e}") from None
   params = load_params(config, GGUFSource(reader, path, config), mesh=mesh, rules=rules)
   return config, params, reader

@@ -20,17 +20,22 @@ import numpy as np
 from safetensors import safe_open
 
 from r1jax import sharding as shd
+from r1jax.errors import CheckpointError, ConfigError
 from r1jax.models.config import ModelConfig
 from r1jax.models.transformer import Transformer
 
 ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM"}
 
 
-class MissingTensorError(KeyError):
+class MissingTensorError(CheckpointError, KeyError):
   """A checkpoint lacks tensors the config needs."""
 
   def __str__(self):  # KeyError would repr() the message
     return str(self.args[0])
+
+
+class UnsupportedModelError(CheckpointError, NotImplementedError):
+  """A checkpoint of an architecture (or a variant of one) r1jax does not implement."""
 
 
 # --------------------------------------------------------------------------- config.json
@@ -51,7 +56,7 @@ def _rope_fields(hf: Mapping[str, Any]) -> dict[str, Any]:
                rope_high_freq_factor=float(scaling["high_freq_factor"]),
                rope_original_max_len=int(scaling["original_max_position_embeddings"]))
   elif kind != "default":
-    raise NotImplementedError(f"rope scaling {kind!r} is not supported (default and llama3 are)")
+    raise UnsupportedModelError(f"rope scaling {kind!r} is not supported (default and llama3 are)")
   return out
 
 
@@ -59,15 +64,20 @@ def config_from_hf(hf: Mapping[str, Any], **overrides: Any) -> ModelConfig:
   """ModelConfig from a Llama / Qwen2 `config.json` dict (transformers v4 or v5 layout)."""
   model_type = hf.get("model_type")
   if model_type not in ARCHITECTURES:
-    raise NotImplementedError(
+    raise UnsupportedModelError(
         f"model_type {model_type!r} (architectures {hf.get('architectures')}) is not supported; "
         f"r1jax imports {sorted(ARCHITECTURES)}")
   if hf.get("hidden_act", "silu") != "silu" or hf.get("mlp_bias"):
-    raise NotImplementedError("only SwiGLU MLPs without bias are supported")
+    raise UnsupportedModelError("only SwiGLU MLPs without bias are supported")
   if model_type == "llama" and hf.get("attention_bias"):
-    raise NotImplementedError("Llama attention_bias=True also biases o_proj, which r1jax lacks")
+    raise UnsupportedModelError("Llama attention_bias=True also biases o_proj, which r1jax lacks")
   if model_type == "qwen2" and hf.get("use_sliding_window"):
-    raise NotImplementedError("Qwen2 sliding-window attention is not supported")
+    raise UnsupportedModelError("Qwen2 sliding-window attention is not supported")
+  needed = ("num_attention_heads", "vocab_size", "hidden_size", "num_hidden_layers",
+            "intermediate_size")
+  missing = [k for k in needed if not isinstance(hf.get(k), int)]
+  if missing:
+    raise CheckpointError(f"config.json lacks integer field(s) {missing}")
   heads = hf["num_attention_heads"]
   fields = dict(
       vocab_size=hf["vocab_size"], d_model=hf["hidden_size"], num_layers=hf["num_hidden_layers"],
@@ -173,7 +183,7 @@ class SafetensorsSource:
       with open(index) as f:
         self._file_of = dict(json.load(f)["weight_map"])
     elif os.path.exists(single):
-      with safe_open(single, framework="numpy") as f:
+      with _open(single) as f:
         self._file_of = {k: "model.safetensors" for k in f.keys()}
     else:
       raise FileNotFoundError(f"{directory}: neither model.safetensors nor "
@@ -189,8 +199,21 @@ class SafetensorsSource:
     path = self.where(name)
     if not os.path.exists(path):
       raise FileNotFoundError(f"{path} (listed in the index for {name}) does not exist")
-    with safe_open(path, framework="numpy") as f:
-      return f.get_tensor(name)
+    with _open(path) as f:
+      try:
+        return f.get_tensor(name)
+      except Exception as e:  # SafetensorError and friends: a damaged file
+        raise CheckpointError(f"{path}: tensor {name} cannot be read ({e})") from e
+
+
+def _open(path: str):
+  """safe_open, with a corrupt or truncated file reported as one CheckpointError naming it."""
+  try:
+    return safe_open(path, framework="numpy")
+  except FileNotFoundError:
+    raise
+  except Exception as e:  # SafetensorError is no OSError / ValueError
+    raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from e
 
 
 def abstract_params(model: Transformer) -> Any:
@@ -232,8 +255,8 @@ def load_params(config: ModelConfig, source: TensorSource, *, mesh=None, rules=N
     shape = shapes[path].shape
     array = source.read(tensor.name)
     if tuple(array.shape) != tensor.hf_shape(shape):
-      raise ValueError(f"{source.where(tensor.name)}: {tensor.name} has shape {array.shape}, "
-                       f"the config implies {tensor.hf_shape(shape)}")
+      raise CheckpointError(f"{source.where(tensor.name)}: {tensor.name} has shape "
+                            f"{array.shape}, the config implies {tensor.hf_shape(shape)}")
     array = tensor.to_r1jax(array, shape).astype(dtype, copy=False)
     sharding = None if shardings is None else shardings[path]
     if sharding is not None:
@@ -248,23 +271,32 @@ def _check_divisible(path: str, shape: tuple[int, ...], sharding) -> None:
     names = () if axes is None else (axes if isinstance(axes, tuple) else (axes,))
     size = math.prod(sharding.mesh.shape[a] for a in names)
     if dim % size:
-      raise ValueError(f"param {path} {shape} cannot be sharded as {sharding.spec} on mesh "
+      raise ConfigError(f"param {path} {shape} cannot be sharded as {sharding.spec} on mesh "
                        f"{dict(sharding.mesh.shape)}: {dim} is not divisible by {size}; use "
                        "logical rules that leave that axis unsharded")
 
 
 def read_hf_config(directory: str) -> dict[str, Any]:
   path = os.path.join(directory, "config.json")
-  with open(path) as f:
-    return json.load(f)
+  try:
+    with open(path, encoding="utf-8") as f:
+      hf = json.load(f)
+  except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    raise CheckpointError(f"{path}: not a JSON config ({e})") from None
+  if not isinstance(hf, dict):
+    raise CheckpointError(f"{path}: expected a JSON object")
+  return hf
 
 
 def load_hf_checkpoint(directory: str, *, dtype: str = "float32", mesh=None,
                        rules=None) -> tuple[ModelConfig, Any]:
   """(config, params) from an HF Llama / Qwen2 checkpoint directory."""
+  hf = read_hf_config(directory)
   try:
-    config = config_from_hf(read_hf_config(directory), param_dtype=dtype, dtype=dtype)
-  except NotImplementedError as e:
-    raise NotImplementedError(f"{os.path.join(directory, 'config.json')}: {e}") from None
+    config = config_from_hf(hf, param_dtype=dtype, dtype=dtype)
+  except CheckpointError as e:
+    raise type(e)(f"{os.path.join(directory, 'config.json')}: {e}") from None
+  except ValueError as e:  # fields that make no ModelConfig
+    raise CheckpointError(f"{os.path.join(directory, 'config.json')}: {e}") from None
   return config, load_params(config, SafetensorsSource(directory), mesh=mesh, rules=rules)
 

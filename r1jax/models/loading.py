@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from r1jax import checkpoints, sharding
+from r1jax.errors import CheckpointError, ConfigError
 from r1jax.models import pretrained
 from r1jax.models.config import ModelConfig
 from r1jax.models.transformer import Transformer
@@ -63,8 +64,15 @@ def inherit_model_files(workdir: str, pre: pretrained.Pretrained) -> None:
 
 
 def _read_spec(run_dir: str) -> dict:
-  with open(os.path.join(run_dir, MODEL_FILE)) as f:
-    return json.load(f)
+  path = os.path.join(run_dir, MODEL_FILE)
+  try:
+    with open(path, encoding="utf-8") as f:
+      spec = json.load(f)
+  except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    raise CheckpointError(f"{path}: not JSON ({e})") from None
+  if not isinstance(spec, dict) or not {"model", "tokenizer"} <= set(spec):
+    raise CheckpointError(f"{path}: expected an object with 'model' and 'tokenizer'")
+  return spec
 
 
 def tokenizer_path(run_dir: str, spec: dict | None = None) -> str:
@@ -75,7 +83,11 @@ def tokenizer_path(run_dir: str, spec: dict | None = None) -> str:
 def read_model_files(run_dir: str) -> tuple[ModelConfig, Any]:
   from r1jax.tokenizers import load_tokenizer
   spec = _read_spec(run_dir)
-  return ModelConfig.from_dict(spec["model"]), load_tokenizer(tokenizer_path(run_dir, spec))
+  tok = tokenizer_path(run_dir, spec)
+  if not os.path.exists(tok):  # SentencePiece would say only "No such file or directory"
+    raise CheckpointError(f"{run_dir}: its tokenizer {tok} (named in {MODEL_FILE}) is missing; "
+                          "copy it back from the run this one started from")
+  return ModelConfig.from_dict(spec["model"]), load_tokenizer(tok)
 
 
 def load_run_dir(path: str, *, mesh=None, dtype: str | None = None, rules=None,
@@ -99,7 +111,11 @@ def load_pretrained(path: str, *, mesh=None, rules=None, step: int | None = None
   """An r1jax run directory (optionally at `step`), a HF checkpoint directory or a GGUF file."""
   if is_run_dir(path):
     return load_run_dir(path, mesh=mesh, dtype=dtype, rules=rules, step=step)
-  return pretrained.from_pretrained(path, mesh=mesh, dtype=dtype or "float32", rules=rules)
+  pre = pretrained.from_pretrained(path, mesh=mesh, dtype=dtype or "float32", rules=rules)
+  if pre.tokenizer is None:  # every stage encodes text: fail here, not at the first prompt
+    raise ConfigError(f"{path}: no tokenizer (tokenizer.json) beside the model; add the "
+                      "model's tokenizer files to that directory")
+  return pre
 
 
 pretrained.register_loader("r1jax-run", is_run_dir, load_run_dir)

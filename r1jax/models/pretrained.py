@@ -10,6 +10,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from r1jax.errors import ConfigError
 from r1jax.models.config import ModelConfig
 from r1jax.models.transformer import Transformer
 
@@ -52,7 +53,7 @@ def from_pretrained(path: str, *, mesh=None, dtype: str = "float32", rules=None)
     if matches(path):
       return load(path, mesh=mesh, dtype=dtype, rules=rules)
   kinds = ", ".join(name for name, _, _ in _LOADERS)
-  raise ValueError(f"{path}: not a checkpoint r1jax can load (known kinds: {kinds})")
+  raise ConfigError(f"{path}: not a checkpoint r1jax can load (known kinds: {kinds})")
 
 
 def _is_hf_dir(path: str) -> bool:

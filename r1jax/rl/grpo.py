@@ -16,10 +16,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from r1jax import sharding, training
+from r1jax.errors import ConfigError
 from r1jax.rl import advantages as adv_lib
 from r1jax.rl import losses
 from r1jax.rl.dynamic_sampling import GroupAccumulator
-from r1jax.sampling import positions_from_mask
+from r1jax.sampling import check_prompts_fit, positions_from_mask
 from r1jax.tokenizers import encode_prompt
 
 
@@ -42,11 +43,30 @@ class GRPOConfig:
   loss: losses.LossConfig = losses.LossConfig()
 
   def __post_init__(self):
+    if not isinstance(self.group_size, int) or self.group_size < 2:
+      raise ConfigError(f"rl.group_size={self.group_size!r}: GRPO needs groups of >= 2 samples "
+                        "(a group of one has no baseline)")
+    if not isinstance(self.num_minibatches, int) or self.num_minibatches < 1:
+      raise ConfigError(f"rl.num_minibatches={self.num_minibatches!r} must be >= 1")
     if not self.temperature > 0:
       raise ValueError(f"rl.temperature must be > 0, got {self.temperature}")
     if self.old_logprobs_from_sampler and (self.top_p < 1.0 or self.top_k > 0):
       raise ValueError("rl.old_logprobs_from_sampler needs top_p=1 and top_k=0: with a truncated "
                        "sampling distribution the sampler's log-probs are not the trainer's")
+
+
+def check_batch(num_prompts: int, cfg: GRPOConfig, mesh) -> None:
+  """A rollout of num_prompts x G rows must split into `num_minibatches` minibatches that each
+  divide over the mesh's data-parallel shards; checked before sampling (a ConfigError naming the
+  fields), not met as a shape error in the first update."""
+  rows = num_prompts * cfg.group_size
+  if rows % cfg.num_minibatches:
+    raise ConfigError(f"rl.num_prompts x rl.group_size = {num_prompts} x {cfg.group_size} = {rows} "
+                      f"rollout rows do not split into rl.num_minibatches={cfg.num_minibatches} "
+                      "minibatches")
+  sharding.check_batch(rows // cfg.num_minibatches, mesh,
+                       "rollout rows per minibatch (rl.num_prompts x rl.group_size / "
+                       "rl.num_minibatches)")
 
 
 def completion_logits(model, params, tokens: jax.Array, seq_mask: jax.Array,
@@ -178,6 +198,8 @@ def sample_groups(sampler, params, tokenizer, reward_set, prompt_texts: Sequence
   sees each row's whole prompt record (task, language, ...), so routing is config.
   """
   ids = [encode_prompt(tokenizer, p) for p in prompt_texts]
+  names = [r.get("id", i) for i, r in enumerate(records or [{}] * len(ids))]
+  check_prompts_fit(ids, names, cfg.max_new_tokens, sampler, budget="rl.max_new_tokens")
   out = sampler(params, ids, rng=rng, max_new_tokens=cfg.max_new_tokens,
                 temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k, n=cfg.group_size,
                 eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id)
@@ -239,6 +261,7 @@ def train_on_rollout(state: dict, rollout: Rollout, *, cfg: GRPOConfig, update_f
                      ) -> tuple[dict, dict[str, float]]:
   """Advantages (sharded over the data axes), old/ref log-probs, then mu epochs of minibatch updates."""
   t0 = time.perf_counter()
+  check_batch(rollout.tokens.shape[0] // cfg.group_size, cfg, mesh)
   cmask = rollout.completion_mask.copy()
   if cfg.mask_truncated:
     cmask[rollout.truncated] = 0

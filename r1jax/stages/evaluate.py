@@ -39,9 +39,12 @@ def resolve_settings(config) -> dict[str, Any]:
       "grade_mode": config.grade_mode or d.grade_mode,
       "pass_ks": tuple(int(k) for k in _csv(config.pass_ks)) or None,
   }
-  grading.extract_answer("", s["extract"])  # raises on an unknown mode before any sampling
+  try:
+    grading.extract_answer("", s["extract"])  # raises on an unknown mode before any sampling
+  except ValueError as e:
+    raise ConfigError(f"--config.extract: {e}") from None
   if s["grade_mode"] not in grading.GRADE_MODES:
-    raise ValueError(f"grade_mode must be one of {grading.GRADE_MODES}, got {s['grade_mode']!r}")
+    raise ConfigError(f"grade_mode must be one of {grading.GRADE_MODES}, got {s['grade_mode']!r}")
   return s
 
 
@@ -65,28 +68,38 @@ def sample_from_checkpoint(config, settings: dict, problems: Sequence[dict]) -> 
 # ------------------------------------------------------------------------------------ grading
 def read_completions_file(path: str) -> list[dict]:
   """Problems with completions already made: JSONL lines holding `problem` or `question`, `gold`,
-  `completions` (list of str) and optionally `id`, `prompt`, `num_tokens`, `truncated`."""
+  `completions` (list of str) and optionally `id`, `prompt`, `num_tokens`, `truncated`. A bad
+  line is a ConfigError naming `path:line`."""
   out = []
-  with open(path, encoding="utf-8") as f:
-    for line_no, line in enumerate(f, 1):
-      if not line.strip():
-        continue
+  try:
+    with open(path, encoding="utf-8") as f:
+      lines = f.readlines()
+  except UnicodeDecodeError as e:
+    raise ConfigError(f"{path}: not UTF-8 ({e.reason} at byte {e.start})") from None
+  for line_no, line in enumerate(lines, 1):
+    if not line.strip():
+      continue
+    try:
       row = json.loads(line)
-      problem = row.get("problem", row.get("question"))
-      if problem is None or "gold" not in row or not isinstance(row.get("completions"), list):
-        raise ValueError(f"{path}:{line_no}: need 'problem' (or 'question'), 'gold' and a list "
-                         f"'completions'; got fields {sorted(row)}")
-      if not row["completions"]:
-        raise ValueError(f"{path}:{line_no}: 'completions' is empty")
-      rec = {"id": str(row.get("id", line_no - 1)), "problem": problem,
-             "prompt": row.get("prompt", problem), "gold": str(row["gold"]),
-             "completions": row["completions"]}
-      for key in ("num_tokens", "truncated"):
-        if row.get(key) is not None:
-          rec[key] = row[key]
-      out.append(rec)
+    except (ValueError, RecursionError) as e:  # also an over-long integer, too deep a nesting
+      raise ConfigError(f"{path}:{line_no}: not JSON ({getattr(e, 'msg', e)})") from None
+    if not isinstance(row, dict):
+      raise ConfigError(f"{path}:{line_no}: expected a JSON object, got {type(row).__name__}")
+    problem = row.get("problem", row.get("question"))
+    if problem is None or "gold" not in row or not isinstance(row.get("completions"), list):
+      raise ConfigError(f"{path}:{line_no}: need 'problem' (or 'question'), 'gold' and a list "
+                        f"'completions'; got fields {sorted(row)}")
+    if not row["completions"]:
+      raise ConfigError(f"{path}:{line_no}: 'completions' is empty")
+    rec = {"id": str(row.get("id", line_no - 1)), "problem": problem,
+           "prompt": row.get("prompt", problem), "gold": str(row["gold"]),
+           "completions": row["completions"]}
+    for key in ("num_tokens", "truncated"):
+      if row.get(key) is not None:
+        rec[key] = row[key]
+    out.append(rec)
   if not out:
-    raise ValueError(f"{path}: no problems")
+    raise ConfigError(f"{path}: no problems")
   return out
 
 

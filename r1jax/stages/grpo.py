@@ -19,8 +19,8 @@ import numpy as np
 from absl import logging
 from tqdm import tqdm
 
-from r1jax import (checkpoints, language, optim, response, sample_grade, sharding, stages,
-                   templates, training)
+from r1jax import (checkpoints, faults, language, optim, preemption, response, sample_grade,
+                   sharding, stages, templates, training)
 from r1jax.data import prompts as prompt_data
 from r1jax.metrics import MetricsWriter
 from r1jax.models import loading
@@ -165,10 +165,11 @@ def run(config, workdir: str) -> dict[str, Any]:
                                   max_to_keep=config.get("keep_checkpoints", 2))
   start = ckpt.latest_step() or 0
   ref_params = jax.tree.map(lambda x: x.copy(), state["params"]) if use_ref else None
+  meta = None
   if start:
     full = {**state, **({"ref_params": ref_params} if use_ref else {})}
     shards = {**state_shards, **({"ref_params": state_shards["params"]} if use_ref else {})}
-    restored, data_state, _ = ckpt.restore(
+    restored, data_state, meta = ckpt.restore(
         start, abstract_state=sharding.abstract_with_shardings(full, shards))
     ref_params = restored.pop("ref_params", None)
     state = restored
@@ -192,7 +193,9 @@ def run(config, workdir: str) -> dict[str, Any]:
           state_shards)
     return prompt_len_cache[prompt_len], loss_fn_cache[prompt_len]
 
-  writer = MetricsWriter(workdir)
+  writer = MetricsWriter(workdir, resume_step=start,
+                         resume_offset=(meta or {}).get("metrics_offset"))
+  nan_policy = config.get("nan_policy", "stop")
   base_rng = jax.random.key(config.seed)
   eval_rng = jax.random.key(config.eval.seed)
   template = config.data.template
@@ -203,6 +206,7 @@ def run(config, workdir: str) -> dict[str, Any]:
     t = time.perf_counter()
     last_eval = sample_grade.heldout_eval(sampler, state["params"], tokenizer, eval_problems,
                                           config, eval_rng)
+    faults.at("eval", step)
     if general_eval_problems:
       last_eval.update(general_eval(sampler, state["params"], tokenizer, general_eval_problems,
                                     config, jax.random.fold_in(eval_rng, 1)))
@@ -215,54 +219,67 @@ def run(config, workdir: str) -> dict[str, Any]:
   bar = tqdm(range(start, config.num_steps), initial=start, total=config.num_steps,
              desc=config.get("name") or "grpo",
              disable=not config.get("progress", True))
-  for step in bar:
-    rng = jax.random.fold_in(base_rng, step)
-    t0 = time.perf_counter()
+  # On leaving, pending checkpoint writes finish and the SIGTERM handler is restored.
+  with preemption.PreemptionGuard() as guard, ckpt:
+    for step in bar:
+      rng = jax.random.fold_in(base_rng, step)
+      t0 = time.perf_counter()
 
-    def sample_fn(_round, r):
-      batch = next(prompt_iter) + (next(general_iter) if general_iter is not None else [])
-      texts = [templates.format_prompt(template, b["problem"]) for b in batch]
-      return grpo.sample_groups(sampler, state["params"], tokenizer, reward_router, texts,
-                                [b["answer"] for b in batch], cfg, r, records=batch)
+      def sample_fn(_round, r):
+        batch = next(prompt_iter) + (next(general_iter) if general_iter is not None else [])
+        texts = [templates.format_prompt(template, b["problem"]) for b in batch]
+        return grpo.sample_groups(sampler, state["params"], tokenizer, reward_router, texts,
+                                  [b["answer"] for b in batch], cfg, r, records=batch)
 
-    rollout, ds_stats = grpo.collect_rollout(sample_fn, config.rl.num_prompts, cfg,
-                                             jax.random.fold_in(rng, 1))
-    t1 = time.perf_counter()
-    logprob_fn, update_fn = fns_for(rollout.prompt_len)
-    state, train_metrics = grpo.train_on_rollout(
-        state, rollout, cfg=cfg, update_fn=update_fn, logprob_fn=logprob_fn,
-        ref_params=ref_params, mesh=mesh, rng=jax.random.fold_in(rng, 2))
-    t2 = time.perf_counter()
-    if use_ref and config.rl.ref_reset_every and (step + 1) % config.rl.ref_reset_every == 0:
-      ref_params = jax.tree.map(lambda x: x.copy(), state["params"])
-    tokens = float(rollout.completion_mask.sum())
-    rows, width = rollout.tokens.shape
-    fpt = model.config.flops_per_token(width)
-    forwards = 1.0 + float(use_ref) + 3.0 * cfg.num_epochs  # old + ref log-probs, fwd + bwd
-    if cfg.old_logprobs_from_sampler and cfg.num_epochs == 1 and cfg.num_minibatches == 1:
-      forwards -= 1.0
-    sampled = rows * rollout.prompt_len + tokens  # prefill + one forward per generated token
-    metrics = {**rollout_metrics(rollout, cfg), **train_metrics, **ds_stats,
-               "time/sampling_s": t1 - t0, "time/train_s": t2 - t1, "time/step_s": t2 - t0,
-               "tokens_per_s": tokens / max(t2 - t0, 1e-9),
-               "flops": fpt * (sampled + forwards * rows * width),  # an estimate, see README
-               "learning_rate": float(optim.make_schedule(optim_cfg)(step))}
-    writer.write(step + 1, metrics)
-    bar.set_postfix(acc=f"{metrics.get('accuracy', float('nan')):.2f}",
-                    len=f"{metrics['response_length/mean']:.0f}",
-                    eval=f"{last_eval.get('eval/pass@1', float('nan')):.2f}")
-    done = step + 1 == config.num_steps
-    if config.eval.every and ((step + 1) % config.eval.every == 0 or done):
-      run_eval(step + 1)
-    if (step + 1) % config.checkpoint_every == 0 or done:
-      full = {**state, **({"ref_params": ref_params} if use_ref else {})}
-      data_state = {"prompts": prompt_iter.get_state(),
-                    **({"general_prompts": general_iter.get_state()} if general_iter else {})}
-      ckpt.save(step + 1, full, data_state=data_state,
-                metadata={"stage": "grpo"}, force=True)
-  ckpt.wait_until_finished()
-  ckpt.close()
+      rollout, ds_stats = grpo.collect_rollout(sample_fn, config.rl.num_prompts, cfg,
+                                               jax.random.fold_in(rng, 1))
+      faults.at("sample", step + 1)
+      if faults.armed("nan", "update", step + 1):
+        rollout.rewards[:] = np.nan  # a numerical blow-up upstream of the loss
+      t1 = time.perf_counter()
+      logprob_fn, update_fn = fns_for(rollout.prompt_len)
+      state, train_metrics = grpo.train_on_rollout(
+          state, rollout, cfg=cfg, update_fn=update_fn, logprob_fn=logprob_fn,
+          ref_params=ref_params, mesh=mesh, rng=jax.random.fold_in(rng, 2))
+      t2 = time.perf_counter()
+      skipped = training.check_finite(train_metrics, step + 1, nan_policy, ckpt.latest_step())
+      faults.at("update", step + 1)
+      if use_ref and config.rl.ref_reset_every and (step + 1) % config.rl.ref_reset_every == 0:
+        ref_params = jax.tree.map(lambda x: x.copy(), state["params"])
+      tokens = float(rollout.completion_mask.sum())
+      rows, width = rollout.tokens.shape
+      fpt = model.config.flops_per_token(width)
+      forwards = 1.0 + float(use_ref) + 3.0 * cfg.num_epochs  # old + ref log-probs, fwd + bwd
+      if cfg.old_logprobs_from_sampler and cfg.num_epochs == 1 and cfg.num_minibatches == 1:
+        forwards -= 1.0
+      sampled = rows * rollout.prompt_len + tokens  # prefill + one forward per generated token
+      metrics = {**rollout_metrics(rollout, cfg), **train_metrics, **ds_stats,
+                 "time/sampling_s": t1 - t0, "time/train_s": t2 - t1, "time/step_s": t2 - t0,
+                 "tokens_per_s": tokens / max(t2 - t0, 1e-9),
+                 "flops": fpt * (sampled + forwards * rows * width),  # an estimate, see README
+                 "learning_rate": float(optim.make_schedule(optim_cfg)(step)),
+                 "nonfinite_skipped": float(skipped)}
+      writer.write(step + 1, metrics)
+      bar.set_postfix(acc=f"{metrics.get('accuracy', float('nan')):.2f}",
+                      len=f"{metrics['response_length/mean']:.0f}",
+                      eval=f"{last_eval.get('eval/pass@1', float('nan')):.2f}")
+      done = step + 1 == config.num_steps
+      if config.eval.every and ((step + 1) % config.eval.every == 0 or done):
+        run_eval(step + 1)
+      stop = guard.should_stop(step + 1)
+      if (step + 1) % config.checkpoint_every == 0 or done or stop:
+        full = {**state, **({"ref_params": ref_params} if use_ref else {})}
+        data_state = {"prompts": prompt_iter.get_state(),
+                      **({"general_prompts": general_iter.get_state()} if general_iter else {})}
+        ckpt.save(step + 1, full, data_state=data_state, force=True,
+                  metadata={"stage": "grpo", "metrics_offset": writer.offset()})
+        faults.at("checkpoint", step + 1)
+      if stop and not done:
+        writer.close()
+        raise preemption.Preempted(step + 1, workdir)
   writer.close()
   from r1jax.metrics import read_metrics
   flops = sum(r.get("flops") or 0.0 for r in read_metrics(workdir))
-  return {"step": config.num_steps, "train_flops": flops, **last_eval}
+  skipped = sum(r.get("nonfinite_skipped") or 0.0 for r in read_metrics(workdir))
+  return {"step": config.num_steps, "train_flops": flops, "nonfinite_skipped": skipped,
+          **last_eval}

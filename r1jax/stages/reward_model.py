@@ -161,13 +161,15 @@ def run(config, workdir: str) -> dict[str, Any]:
   del params
   ckpt = checkpoints.Checkpointer(os.path.join(workdir, loading.CHECKPOINT_DIR), max_to_keep=1)
   start = ckpt.latest_step() or 0
+  meta = None
   if start:
-    state, _, _ = ckpt.restore(
+    state, _, meta = ckpt.restore(
         start, abstract_state=sharding.abstract_with_shardings(state, shards))
     print(f"r1jax: resuming {workdir} from step {start}")
   update = training.jit_update(functools.partial(pair_loss, model), tx, mesh, rules, shards)
   pad_id = rm.pad_id_of(tokenizer)
-  writer = MetricsWriter(workdir)
+  writer = MetricsWriter(workdir, resume_step=start,
+                         resume_offset=(meta or {}).get("metrics_offset"))
   name = config.get("name") or os.path.basename(os.path.normpath(workdir))
   bar = tqdm(range(start, num_steps), initial=start, total=num_steps, desc=name,
              disable=not config.get("progress", True))
@@ -182,7 +184,8 @@ def run(config, workdir: str) -> dict[str, Any]:
       writer.write(step + 1, {f"train/{k}": v for k, v in metrics.items()})
       bar.set_postfix(loss=f"{metrics['loss']:.3f}", acc=f"{metrics['pair_accuracy']:.2f}")
     if (step + 1) % config.checkpoint_every == 0 or done:
-      ckpt.save(step + 1, state, metadata={"stage": "reward_model"}, force=True)
+      ckpt.save(step + 1, state, force=True,
+                metadata={"stage": "reward_model", "metrics_offset": writer.offset()})
   ckpt.close()
   scorer = rm.RewardScorer(model, state["params"], tokenizer, mesh, rules,
                            max_len=train_cfg.seq_len, batch_size=config.eval.batch_size)

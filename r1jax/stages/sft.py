@@ -23,10 +23,11 @@ import jax
 from absl import logging
 from tqdm import tqdm
 
-from r1jax import checkpoints, optim, sample_grade, sft, sharding, stages, training
+from r1jax import (checkpoints, faults, optim, preemption, sample_grade, sft, sharding, stages,
+                   training)
 from r1jax.data import loader, prompts as prompt_data, sft_data, toy_world
 from r1jax.errors import ConfigError
-from r1jax.metrics import MetricsWriter
+from r1jax.metrics import MetricsWriter, read_metrics
 from r1jax.models import loading
 from r1jax.models.config import get_model_config
 from r1jax.models.transformer import Transformer
@@ -115,10 +116,10 @@ def run(config, workdir: str) -> dict[str, Any]:
   mesh = sharding.make_mesh(dict(config.mesh))
   world = prompt_data.toy_world_config(config.data)
   data_dir = config.data.get("data_dir") or prompt_data.default_data_dir()
-  try:
-    sharding.check_batch(config.train.batch_size, mesh, "train.batch_size")
-  except ValueError as e:
-    raise ConfigError(str(e)) from None
+  sharding.check_batch(config.train.batch_size, mesh, "train.batch_size")
+  # The data first: a bad file fails before any model work or anything written to the workdir.
+  source = sft_data.resolve_source(config.data.source, data_dir=data_dir, world=world,
+                                   template=config.data.template, parent_dirs=parent_dirs(config))
   os.makedirs(workdir, exist_ok=True)
   t0 = time.perf_counter()
   init = config.model.get("init", "scratch")
@@ -128,8 +129,6 @@ def run(config, workdir: str) -> dict[str, Any]:
     model, tokenizer, params = _parent_model(config, workdir, mesh, rules)
   else:
     raise ConfigError(f"model.init must be 'scratch' or 'parent', got {init!r}")
-  source = sft_data.resolve_source(config.data.source, data_dir=data_dir, world=world,
-                                   template=config.data.template, parent_dirs=parent_dirs(config))
   num_steps = steps_for(config, source, tokenizer)
   logging.info("sft: %d documents, %d steps, %s params", len(source), num_steps,
                f"{model.config.num_params():,}")
@@ -143,8 +142,9 @@ def run(config, workdir: str) -> dict[str, Any]:
                                      batch_size=config.train.batch_size, seed=config.seed))
   ckpt = checkpoints.Checkpointer(os.path.join(workdir, loading.CHECKPOINT_DIR), max_to_keep=1)
   start = ckpt.latest_step() or 0
+  meta = None
   if start:
-    state, data_state, _ = ckpt.restore(
+    state, data_state, meta = ckpt.restore(
         start, abstract_state=sharding.abstract_with_shardings(state, shards))
     data_iter.set_state(data_state["data"])
     print(f"r1jax: resuming {workdir} from step {start}")
@@ -152,38 +152,64 @@ def run(config, workdir: str) -> dict[str, Any]:
   if config.get("distill", {}).get("logit_weight", 0.0) > 0:
     loss_fn, teacher_params = logit_distillation(config, model, tokenizer, mesh, rules)
   update = training.jit_update(loss_fn, tx, mesh, rules, shards)
-  writer = MetricsWriter(workdir)
+  writer = MetricsWriter(workdir, resume_step=start,
+                         resume_offset=(meta or {}).get("metrics_offset"))
+  nan_policy = config.get("nan_policy", "stop")
   name = config.get("name") or os.path.basename(os.path.normpath(workdir))
   bar = tqdm(range(start, num_steps), initial=start, total=num_steps, desc=name,
              disable=not config.get("progress", True))
   metrics: dict[str, Any] = {}
   t_log, step_log = time.perf_counter(), start
-  for step in bar:
-    batch = training.shard_batch(next(data_iter), mesh)
-    if teacher_params is not None:
-      batch["teacher_params"] = teacher_params
-    state, metrics = update(state, batch)
-    done = step + 1 == num_steps
-    if (step + 1) % config.train.log_every == 0 or done:
-      metrics = jax.tree.map(float, metrics)  # waits for the step: the timing below is real
-      metrics["step_s"] = (time.perf_counter() - t_log) / (step + 1 - step_log)
-      t_log, step_log = time.perf_counter(), step + 1
-      writer.write(step + 1, {f"train/{k}": v for k, v in metrics.items()})
-      bar.set_postfix(loss=f"{metrics['loss']:.3f}", acc=f"{metrics['token_accuracy']:.3f}")
-    if (step + 1) % config.checkpoint_every == 0 or done:
-      ckpt.save(step + 1, state, data_state={"data": data_iter.get_state()},
-                metadata={"stage": "sft"}, force=True)
-  ckpt.wait_until_finished()
-  ckpt.close()
+  flags: list[tuple[int, Any]] = []  # (step, on-device metrics) not yet checked for NaN/inf
+  skipped = 0  # steps skipped for a NaN/inf since the last metrics line
+
+  def check_flags() -> None:
+    """Host check of the steps since the last one, before anything is logged or saved."""
+    nonlocal skipped
+    for s, m in flags:
+      skipped += training.check_finite(jax.tree.map(float, m), s, nan_policy, ckpt.latest_step())
+    flags.clear()
+
+  # On leaving, pending checkpoint writes finish and the SIGTERM handler is restored.
+  with preemption.PreemptionGuard() as guard, ckpt:
+    for step in bar:
+      batch = training.shard_batch(next(data_iter), mesh)
+      if teacher_params is not None:
+        batch["teacher_params"] = teacher_params
+      state, metrics = update(state, batch)
+      flags.append((step + 1, {k: metrics[k] for k in ("nonfinite", "loss", "grad_norm")}))
+      faults.at("update", step + 1)
+      done = step + 1 == num_steps
+      stop = guard.should_stop(step + 1)
+      if (step + 1) % config.train.log_every == 0 or done:
+        check_flags()
+        metrics = jax.tree.map(float, metrics)  # waits for the step: the timing below is real
+        metrics["step_s"] = (time.perf_counter() - t_log) / (step + 1 - step_log)
+        t_log, step_log = time.perf_counter(), step + 1
+        writer.write(step + 1, {f"train/{k}": v for k, v in metrics.items()}
+                     | {"train/nonfinite_skipped": float(skipped)})
+        skipped = 0
+        bar.set_postfix(loss=f"{metrics['loss']:.3f}", acc=f"{metrics['token_accuracy']:.3f}")
+      if (step + 1) % config.checkpoint_every == 0 or done or stop:
+        check_flags()
+        ckpt.save(step + 1, state, data_state={"data": data_iter.get_state()}, force=True,
+                  metadata={"stage": "sft", "metrics_offset": writer.offset()})
+        faults.at("checkpoint", step + 1)
+      if stop and not done:
+        writer.close()
+        raise preemption.Preempted(step + 1, workdir)
   seq = config.train.seq_len - 1  # fwd + bwd ~ 3 forwards over every (padded) row position
   flops = 3.0 * config.train.batch_size * seq * model.config.flops_per_token(seq) * num_steps
   result = {"step": num_steps, "num_params": model.config.num_params(), "train_flops": flops,
             "num_documents": len(source), "train_time_s": time.perf_counter() - t0,
+            "nonfinite_skipped": sum(r.get("train/nonfinite_skipped") or 0.0
+                                     for r in read_metrics(workdir)),
             **jax.tree.map(float, metrics)}
   if config.eval.num_problems:
     problems = prompt_data.load_problems(config.data, "test")[: config.eval.num_problems]
     ev = sample_grade.heldout_eval(Sampler(model, mesh=mesh, rules=rules), state["params"],
                                    tokenizer, problems, config, jax.random.key(config.eval.seed))
+    faults.at("eval", num_steps)
     writer.write(num_steps, ev)
     result.update(ev)
     print(f"r1jax: {name} held-out pass@1 = {ev.get('eval/pass@1', float('nan')):.3f}, "
