@@ -110,6 +110,13 @@ def smoke_eval(c: ConfigDict) -> None:
     c.eval.general_problems = 5  # one of each toy instruction kind
 
 
+def precision() -> ConfigDict:
+  """How the model computes; the weights and optimizer state stay float32 (the TPU norm is
+  compute 'bfloat16'). remat: what a block keeps for the backward pass ('none' | 'full' |
+  'dots_saveable'); kv_cache: the sampler's cache dtype ('' = compute)."""
+  return ConfigDict({"compute": "float32", "kv_cache": "", "remat": "none"})
+
+
 def sft(name: str, source: str) -> ConfigDict:
   """The SFT stage (r1jax/stages/sft.py): init, data source, completion-only loss, epochs/steps."""
   c = ConfigDict()
@@ -129,6 +136,7 @@ def sft(name: str, source: str) -> ConfigDict:
       "preset": "toy",  # scratch only: r1jax.models.config.PRESETS
       "overrides": ConfigDict(),  # scratch only: e.g. {'d_model': 192}
   })
+  c.precision = precision()
   c.tokenizer = ConfigDict({"source": "toy", "vocab_size": 448})  # scratch only: 'toy' trains
   #   the toy world's SentencePiece tokenizer; 'parent:<role>' takes that run's tokenizer
   c.data = data()
@@ -172,6 +180,7 @@ def grpo(name: str) -> ConfigDict:
   c.progress = True
   c.mesh = mesh()  # data-parallel over every device by default
   c.axis_rules = None  # None: r1jax.sharding.DEFAULT_RULES
+  c.precision = precision()
   c.grader = "exact"  # accuracy reward + eval grader: 'exact' (toy world) or 'math' (math-verify)
   c.parents = ConfigDict()  # 'init': the policy's starting weights; 'reward_model' when used
   c.data = data()

@@ -8,7 +8,9 @@
   32-token prompts, 64 new tokens), its speed-up over a sampler that recomputes the whole prefix
   every step (256 new tokens), and how decode time grows with the number of new tokens;
 - one full GRPO step (G=8 x 4 prompts, 32-token prompts, 64-token completions): sampling, old and
-  reference log-probs, update, with the split.
+  reference log-probs, update, with the split;
+- precision: the train step's temporary memory (XLA's memory_analysis) and time for float32 /
+  bfloat16 compute (float32 master weights) and the remat policies none / full / dots_saveable.
 """
 from __future__ import annotations
 
@@ -32,8 +34,9 @@ from r1jax.sampling import Sampler, naive_generate
 
 _OUT = flags.DEFINE_string("out", None, "Write the figures as JSON here.")
 _QUICK = flags.DEFINE_bool("quick", False, "Fewer repeats (a smoke run, not for the README).")
-_PARTS = flags.DEFINE_list("parts", ["train", "decode", "grpo"], "Which figures to measure "
-                           "(the matmul peak always is): train, decode, grpo.")
+_PARTS = flags.DEFINE_list("parts", ["train", "decode", "grpo", "precision"],
+                          "Which figures to measure (the matmul peak always is): train, decode, "
+                          "grpo, precision.")
 
 
 def timed(fn, repeats: int) -> float:
@@ -76,6 +79,48 @@ def train_mfu(peak: float, repeats: int, batch: int = 8, seq_len: int = 256) -> 
   return {"train_model": "bench-38m", "train_params": cfg.num_params(), "train_step_s": t,
           "train_tokens_per_s": batch * seq_len / t, "train_flops_per_s": flops / t,
           "train_mfu": flops / t / peak}
+
+
+PRECISIONS = (("float32", "none"), ("float32", "full"), ("float32", "dots_saveable"),
+              ("bfloat16", "none"), ("bfloat16", "full"))
+
+
+def precision(repeats: int, batch: int = 8, seq_len: int = 256) -> dict:
+  """The train step of `train_mfu` per (compute dtype, remat policy), float32 master weights:
+  XLA's temporary buffer size (activations kept for the backward pass and scratch, from the
+  compiled program's memory_analysis) and the step time."""
+  from r1jax.models.loading import with_precision
+  out = {}
+  rng = np.random.default_rng(0)
+  batch_np = {"tokens": rng.integers(0, 1000, (batch, seq_len + 1)).astype(np.int32),
+              "loss_mask": np.ones((batch, seq_len + 1), np.int32)}
+  for compute, remat in PRECISIONS:
+    cfg = with_precision(get_model_config("bench-38m"), {"compute": compute, "remat": remat})
+    model = Transformer(cfg)
+    mesh = sharding.make_mesh()
+    tx = optax.adamw(1e-4)
+    rules = sharding.DEFAULT_RULES
+    state, shards = training.init_state(model, tx, mesh, rules, jax.random.key(0))
+    loss = functools.partial(sft.next_token_loss, model)
+
+    def step(state, batch, loss=loss, tx=tx):
+      (value, _), grads = jax.value_and_grad(loss, has_aux=True)(state["params"], batch)
+      return training.apply_gradients(state, grads, tx)[0], value
+    data = training.shard_batch(batch_np, mesh)
+    with sharding.mesh_rules(mesh, rules):
+      jitted = jax.jit(step, in_shardings=(shards, None), out_shardings=(shards, None),
+                       donate_argnums=(0,))
+      mem = jitted.lower(state, data).compile().memory_analysis()
+      holder = {"state": state}
+
+      def run(jitted=jitted, holder=holder, data=data):
+        holder["state"], value = jitted(holder["state"], data)
+        return value
+      t = timed(run, repeats)
+    key = f"{'bf16' if compute == 'bfloat16' else 'f32'}_remat_{remat}"
+    out[f"precision_{key}_temp_mb"] = mem.temp_size_in_bytes / 2**20
+    out[f"precision_{key}_step_s"] = t
+  return out
 
 
 def decode(repeats: int) -> dict:
@@ -165,7 +210,7 @@ def main(_):
   peak = matmul_peak(1024 if _QUICK.value else 2048, repeats)
   figures = {**info, "matmul_peak_flops": peak}
   parts = {"train": lambda: train_mfu(peak, repeats), "decode": lambda: decode(repeats),
-           "grpo": lambda: grpo_step(repeats)}
+           "grpo": lambda: grpo_step(repeats), "precision": lambda: precision(repeats)}
   for name in _PARTS.value:
     if name not in parts:
       raise app.UsageError(f"unknown part {name!r}; choose from {sorted(parts)}")

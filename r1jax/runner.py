@@ -217,13 +217,14 @@ def _check_workdir(workdir: str, stage: str) -> None:
 
 
 # Fields a resumed run may change: how long it runs and how often it saves, logs and evaluates,
-# what it does on a NaN, where its data and parents' configs are, how it is laid out on the
-# devices (checkpoints reshard on restore). A pattern matches a field and everything under it;
-# '*' is one level. Any other field, even one the earlier run's config lacked, is the recipe.
+# what it does on a NaN, where its data and parents' configs are, how it computes (precision:
+# the weights stay float32) and how it is laid out on the devices (checkpoints reshard on
+# restore). A pattern matches a field and everything under it; '*' is one level. Any other
+# field, even one the earlier run's config lacked, is the recipe.
 RESUMABLE = ("num_steps", "train.num_steps", "train.num_epochs", "train.log_every",
              "checkpoint_every", "keep_checkpoints", "nan_policy", "progress", "name", "eval",
-             "data.data_dir", "data.manual_dir", "parents.*.config", "mesh", "axis_rules",
-             "stages", "rebuild")
+             "precision", "data.data_dir", "data.manual_dir", "parents.*.config", "mesh",
+             "axis_rules", "stages", "rebuild")
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:

@@ -12,6 +12,9 @@ from typing import Any
 import jax.numpy as jnp
 
 
+REMAT_POLICIES = ("none", "full", "dots_saveable")
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
   """Decoder-only transformer (Llama / Qwen2 / SmolLM family)."""
@@ -33,9 +36,12 @@ class ModelConfig:
   qkv_bias: bool = False
   tie_embeddings: bool = True
   max_seq_len: int = 2048
-  param_dtype: str = "float32"
+  param_dtype: str = "float32"  # the master weights (and so the optimizer state)
   dtype: str = "float32"  # compute dtype; logits and losses are always float32
-  remat: bool = False  # rematerialise each block in the backward pass (saves memory)
+  cache_dtype: str = ""  # the KV cache's dtype; '' = the compute dtype
+  # What each block keeps for the backward pass: 'none' (every activation), 'full' (only its
+  # input: the block is recomputed) or 'dots_saveable' (matmul outputs; the rest recomputed).
+  remat: str = "none"
 
   def __post_init__(self):
     if self.num_heads % self.num_kv_heads:
@@ -47,8 +53,12 @@ class ModelConfig:
       object.__setattr__(self, "head_dim", self.d_model // self.num_heads)
     if self.head_dim % 2:
       raise ValueError(f"head_dim={self.head_dim} must be even for RoPE")
-    for name in ("param_dtype", "dtype"):
+    for name in ("param_dtype", "dtype") + (("cache_dtype",) if self.cache_dtype else ()):
       jnp.dtype(getattr(self, name))  # raises on an unknown dtype name
+    if isinstance(self.remat, bool):  # model.json files written before remat policies
+      object.__setattr__(self, "remat", "full" if self.remat else "none")
+    if self.remat not in REMAT_POLICIES:
+      raise ValueError(f"remat={self.remat!r}; known: {REMAT_POLICIES}")
 
   def replace(self, **changes: Any) -> "ModelConfig":
     return dataclasses.replace(self, **changes)

@@ -106,6 +106,17 @@ def load_run_dir(path: str, *, mesh=None, dtype: str | None = None, rules=None,
   return pretrained.Pretrained(config, model, params, tokenizer, path)
 
 
+def with_precision(config: ModelConfig, precision) -> ModelConfig:
+  """A stage's `precision` block ({compute, kv_cache, remat}) applied to a model config. The
+  weights keep their dtype (float32 master weights, so float32 optimizer state); model.json keeps
+  the weights' own config, so a child run picks its precision afresh."""
+  if not precision:
+    return config
+  return config.replace(dtype=precision.get("compute") or config.dtype,
+                        cache_dtype=precision.get("kv_cache", config.cache_dtype),
+                        remat=precision.get("remat") or config.remat)
+
+
 def load_pretrained(path: str, *, mesh=None, rules=None, step: int | None = None,
                     dtype: str | None = None) -> pretrained.Pretrained:
   """An r1jax run directory (optionally at `step`), a HF checkpoint directory or a GGUF file."""

@@ -190,6 +190,10 @@ class Block(nn.Module):
     return x, cache
 
 
+# jax.checkpoint policies by ModelConfig.remat name (None: save nothing, recompute the block).
+REMAT = {"full": None, "dots_saveable": jax.checkpoint_policies.dots_saveable}
+
+
 class Transformer(nn.Module):
   """Decoder-only LM. `apply({'params': p}, tokens)` -> float32 logits [B, T, V].
 
@@ -221,7 +225,7 @@ class Transformer(nn.Module):
                          nn.initializers.normal(0.02), ("vocab", "embed")))
     x = embed(tokens)
     x = nn.with_logical_constraint(x, ("activation_batch", "activation_length", "activation_embed"))
-    block_cls = nn.remat(Block) if c.remat else Block
+    block_cls = Block if c.remat == "none" else nn.remat(Block, policy=REMAT[c.remat])
     new_cache = []
     for i in range(c.num_layers):
       x, layer_cache = block_cls(c, name=f"layers_{i}")(
@@ -239,7 +243,7 @@ class Transformer(nn.Module):
 
 def init_cache(config: ModelConfig, batch: int, length: int, dtype=None) -> Cache:
   """Zero KV cache [B, Hkv, S, Dh] per layer (decode reads it without a transpose)."""
-  dtype = jnp.dtype(dtype or config.dtype)
+  dtype = jnp.dtype(dtype or config.cache_dtype or config.dtype)
   shape = (batch, config.num_kv_heads, length, config.head_dim)
   return [{"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
           for _ in range(config.num_layers)]

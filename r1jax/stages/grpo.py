@@ -24,6 +24,7 @@ from r1jax import (checkpoints, faults, language, optim, preemption, response, s
 from r1jax.data import prompts as prompt_data
 from r1jax.metrics import MetricsWriter
 from r1jax.models import loading
+from r1jax.models.transformer import Transformer
 from r1jax.rl import grpo, losses, rewards as rewards_lib
 from r1jax.runner import parent_dir
 from r1jax.sampling import Sampler
@@ -137,7 +138,8 @@ def run(config, workdir: str) -> dict[str, Any]:
   rules = sharding.rules_from_config(config.get("axis_rules"))
   mesh = sharding.make_mesh(dict(config.mesh))
   pre = loading.load_pretrained(parent_dir(config, "init"), mesh=mesh, rules=rules)
-  model, tokenizer = pre.model, pre.tokenizer
+  model = Transformer(loading.with_precision(pre.config, config.get("precision")))
+  tokenizer = pre.tokenizer
   loading.inherit_model_files(workdir, pre)
   cfg = grpo_config(config.rl)
   optim_cfg = optim.for_steps(config.optim, config.num_steps)

@@ -129,6 +129,7 @@ def run(config, workdir: str) -> dict[str, Any]:
     model, tokenizer, params = _parent_model(config, workdir, mesh, rules)
   else:
     raise ConfigError(f"model.init must be 'scratch' or 'parent', got {init!r}")
+  model = Transformer(loading.with_precision(model.config, config.get("precision")))
   num_steps = steps_for(config, source, tokenizer)
   logging.info("sft: %d documents, %d steps, %s params", len(source), num_steps,
                f"{model.config.num_params():,}")
