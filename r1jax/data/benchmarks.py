@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterator
 
 import tensorflow_datasets as tfds
 
+from r1jax.data import jsonl
 from r1jax.errors import ConfigError
 
 GSM8K_URL = ("https://raw.githubusercontent.com/openai/grade-school-math/master/"
@@ -67,22 +68,8 @@ class RecordError(ConfigError, KeyError):
 def _read_jsonl(path) -> Iterator[tuple[int, dict]]:
   """(0-based line number, object) of each non-blank line; a RecordError naming `path:line` for
   a line that is not a JSON object, or a file that is not UTF-8."""
-  line_no = -1
-  with open(path, encoding="utf-8") as f:
-    try:
-      for line_no, line in enumerate(f):
-        if not line.strip():
-          continue
-        try:
-          row = json.loads(line)
-        except (ValueError, RecursionError) as e:  # also an over-long integer, too deep a nesting
-          raise RecordError(f"{path}:{line_no + 1}: not JSON ({getattr(e, 'msg', e)})") from None
-        if not isinstance(row, dict):
-          raise RecordError(f"{path}:{line_no + 1}: expected a JSON object, got "
-                            f"{type(row).__name__}")
-        yield line_no, row
-    except UnicodeDecodeError as e:
-      raise RecordError(f"{path}: not UTF-8 ({e.reason}) after line {line_no + 1}") from None
+  for line_no, row in jsonl.objects(path, RecordError):
+    yield line_no - 1, row
 
 
 def gsm8k_gold(solution: str) -> str:

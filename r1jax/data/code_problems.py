@@ -8,11 +8,11 @@ come from a hash of each id, so adding a problem never moves the others.
 """
 from __future__ import annotations
 
-import json
 import os
 import zlib
 from typing import Any
 
+from r1jax.data import jsonl
 from r1jax.rl import code_sandbox
 
 CODE_SETS = {"toy_code": os.path.join(os.path.dirname(os.path.abspath(__file__)), "files", "code",
@@ -27,23 +27,19 @@ def split_of(problem_id: str) -> str:
 def read_jsonl(path: str) -> list[dict[str, Any]]:
   """Checked code records of a JSONL file, in file order; errors name the file and line."""
   out, seen = [], set()
-  with open(path, encoding="utf-8") as f:
-    for line_no, line in enumerate(f, 1):
-      if not line.strip():
-        continue
-      row = json.loads(line)
-      where = f"{path}:{line_no}"
-      for key in ("id", "problem", "answer"):
-        if not isinstance(row.get(key), str) or not row[key].strip():
-          raise ValueError(f"{where}: a code record needs a non-empty string {key!r}")
-      if row["id"] in seen:
-        raise ValueError(f"{where}: duplicate id {row['id']!r}")
-      seen.add(row["id"])
-      try:
-        code_sandbox.parse_tests(row.get("tests"))
-      except (ValueError, TypeError) as e:
-        raise ValueError(f"{where}: {e}") from None
-      out.append({**row, "task": row.get("task") or "code"})
+  for line_no, row in jsonl.objects(path):
+    where = f"{path}:{line_no}"
+    for key in ("id", "problem", "answer"):
+      if not isinstance(row.get(key), str) or not row[key].strip():
+        raise ValueError(f"{where}: a code record needs a non-empty string {key!r}")
+    if row["id"] in seen:
+      raise ValueError(f"{where}: duplicate id {row['id']!r}")
+    seen.add(row["id"])
+    try:
+      code_sandbox.parse_tests(row.get("tests"))
+    except (ValueError, TypeError) as e:
+      raise ValueError(f"{where}: {e}") from None
+    out.append({**row, "task": row.get("task") or "code"})
   return out
 
 

@@ -10,7 +10,7 @@ Every format may carry an "id"; records come back as dicts of str, in file order
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Iterator
 
 from r1jax import response
 from r1jax.errors import ConfigError
@@ -23,6 +23,28 @@ FORMATS: dict[str, tuple[str, ...]] = {
 }
 
 
+def objects(path, error: type[Exception] = ConfigError,
+            what: str = "a JSON object") -> Iterator[tuple[int, dict]]:
+  """(1-based line number, object) of each non-blank line of a UTF-8 JSONL file. A line that is
+  not JSON, not an object, or a file that is not UTF-8 raises `error` naming `path:line` (or the
+  byte), never a raw decoder error. `what` names the object expected in that message."""
+  try:
+    with open(path, encoding="utf-8") as f:
+      lines = f.readlines()
+  except UnicodeDecodeError as e:
+    raise error(f"{path}: not UTF-8 ({e.reason} at byte {e.start})") from None
+  for line_no, line in enumerate(lines, 1):
+    if not line.strip():
+      continue
+    try:
+      row = json.loads(line)
+    except (ValueError, RecursionError) as e:  # also an over-long integer, too deep a nesting
+      raise error(f"{path}:{line_no}: not JSON ({getattr(e, 'msg', e)})") from None
+    if not isinstance(row, dict):
+      raise error(f"{path}:{line_no}: expected {what}, got {type(row).__name__}")
+    yield line_no, row
+
+
 def read(path: str, fmt: str) -> list[dict[str, Any]]:
   """Checked records of a JSONL file in `fmt`; ConfigError naming `path:line` on a bad line."""
   if fmt not in FORMATS:
@@ -30,21 +52,10 @@ def read(path: str, fmt: str) -> list[dict[str, Any]]:
   fields = FORMATS[fmt]
   out = []
   try:
-    with open(path, encoding="utf-8") as f:
-      lines = f.readlines()
+    rows = list(objects(path, what=f"an object with {list(fields)}"))
   except FileNotFoundError:
     raise ConfigError(f"{path}: no such {fmt} file") from None
-  except UnicodeDecodeError as e:
-    raise ConfigError(f"{path}: not UTF-8 ({e.reason} at byte {e.start})") from None
-  for line_no, line in enumerate(lines, 1):
-    if not line.strip():
-      continue
-    try:
-      row = json.loads(line)
-    except (ValueError, RecursionError) as e:  # also an over-long integer, too deep a nesting
-      raise ConfigError(f"{path}:{line_no}: not JSON ({getattr(e, 'msg', e)})") from None
-    if not isinstance(row, dict):
-      raise ConfigError(f"{path}:{line_no}: expected an object with {list(fields)}")
+  for line_no, row in rows:
     missing = [k for k in fields if not isinstance(row.get(k), str) or not row[k].strip()]
     if missing:
       raise ConfigError(f"{path}:{line_no}: {fmt} record needs non-empty string field(s) "

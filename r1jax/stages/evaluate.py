@@ -13,7 +13,7 @@ import os
 from typing import Any, Sequence
 
 from r1jax import evaluation, grading, stages
-from r1jax.data import benchmarks
+from r1jax.data import benchmarks, jsonl
 from r1jax.errors import ConfigError
 from r1jax.sample_grade import (_csv, grade_and_summarize, sample_and_grade,  # noqa: F401
                                 sample_completions)
@@ -71,20 +71,7 @@ def read_completions_file(path: str) -> list[dict]:
   `completions` (list of str) and optionally `id`, `prompt`, `num_tokens`, `truncated`. A bad
   line is a ConfigError naming `path:line`."""
   out = []
-  try:
-    with open(path, encoding="utf-8") as f:
-      lines = f.readlines()
-  except UnicodeDecodeError as e:
-    raise ConfigError(f"{path}: not UTF-8 ({e.reason} at byte {e.start})") from None
-  for line_no, line in enumerate(lines, 1):
-    if not line.strip():
-      continue
-    try:
-      row = json.loads(line)
-    except (ValueError, RecursionError) as e:  # also an over-long integer, too deep a nesting
-      raise ConfigError(f"{path}:{line_no}: not JSON ({getattr(e, 'msg', e)})") from None
-    if not isinstance(row, dict):
-      raise ConfigError(f"{path}:{line_no}: expected a JSON object, got {type(row).__name__}")
+  for line_no, row in jsonl.objects(path):
     problem = row.get("problem", row.get("question"))
     if problem is None or "gold" not in row or not isinstance(row.get("completions"), list):
       raise ConfigError(f"{path}:{line_no}: need 'problem' (or 'question'), 'gold' and a list "
