@@ -1,6 +1,6 @@
 """Deterministic fault injection, so the reliability tests can crash a real run at a chosen point.
 
-`R1JAX_FAULTS` holds comma-separated `ACTION@POINT:STEP` entries, read when a stage starts:
+`R1JAX_FAULTS` holds comma-separated `ACTION@POINT:STEP` entries (each value parsed once):
   kill@sample:3      SIGKILL this process after step 3's rollouts are sampled
   term@update:2      send SIGTERM to this process after step 2's update (a preemption notice)
   kill@checkpoint:3  SIGKILL right after step 3's asynchronous checkpoint write has started
@@ -10,6 +10,7 @@ Steps count from 1 (the step being produced). Unset, every hook is a no-op.
 """
 from __future__ import annotations
 
+import functools
 import os
 import signal
 
@@ -18,7 +19,8 @@ ACTIONS = ("kill", "term", "nan")
 POINTS = ("sample", "update", "checkpoint", "eval")
 
 
-def _parse(text: str) -> set[tuple[str, str, int]]:
+@functools.lru_cache(maxsize=8)
+def _parse(text: str) -> frozenset[tuple[str, str, int]]:
   faults = set()
   for entry in filter(None, (e.strip() for e in text.split(","))):
     action, _, rest = entry.partition("@")
@@ -27,7 +29,7 @@ def _parse(text: str) -> set[tuple[str, str, int]]:
       raise ValueError(f"{ENV}: bad entry {entry!r}; expected ACTION@POINT:STEP with ACTION in "
                        f"{ACTIONS} and POINT in {POINTS}")
     faults.add((action, point, int(step)))
-  return faults
+  return frozenset(faults)
 
 
 def armed(action: str, point: str, step: int) -> bool:

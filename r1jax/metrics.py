@@ -49,14 +49,14 @@ class MetricsWriter:
   def _rewind(self, step: int, offset: int | None) -> None:
     if not os.path.exists(self.path):
       return
-    if offset is None:
+    if offset is None and step:  # a checkpoint that predates offsets: keep lines up to its step
       with open(self.path) as f:
         kept = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
       with open(self.path, "w") as f:
-        f.writelines(kept if step else [])
-    else:
+        f.writelines(kept)
+    else:  # cut at the checkpoint's offset; a fresh start (step 0) keeps nothing
       with open(self.path, "r+") as f:
-        f.truncate(offset)
+        f.truncate(offset or 0)
 
   def write(self, step: int, scalars: dict[str, Any]) -> None:
     if not self.enabled:

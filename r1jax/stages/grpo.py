@@ -281,7 +281,8 @@ def run(config, workdir: str) -> dict[str, Any]:
         raise preemption.Preempted(step + 1, workdir)
   writer.close()
   from r1jax.metrics import read_metrics
-  flops = sum(r.get("flops") or 0.0 for r in read_metrics(workdir))
-  skipped = sum(r.get("nonfinite_skipped") or 0.0 for r in read_metrics(workdir))
+  rows = read_metrics(workdir)
+  flops = sum(r.get("flops") or 0.0 for r in rows)
+  skipped = sum(r.get("nonfinite_skipped") or 0.0 for r in rows)
   return {"step": config.num_steps, "train_flops": flops, "nonfinite_skipped": skipped,
           **last_eval}
