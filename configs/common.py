@@ -12,6 +12,8 @@ ConfigDict = ml_collections.ConfigDict
 # A small toy world for the smoke variants (tests): every split a few hundred records.
 SMOKE_WORLD = {"corpus_size": 2000, "rl_size": 200, "test_size": 32, "cold_start_size": 50,
                "general_sft_size": 118, "preference_size": 50}
+# Variant toy worlds (r1jax.data.prompts.TOY_WORLDS) by name; '' is the default world.
+TOY_WORLDS = ("", "reflect")
 # The smoke model: one tiny layer.
 SMOKE_MODEL = {"d_model": 32, "num_layers": 1, "num_heads": 2, "num_kv_heads": 2, "mlp_dim": 64}
 # The distillation student: the toy model at half width and depth (~4x fewer FLOPs per token).
@@ -62,6 +64,15 @@ def stage_parent(stage_file: str, smoke: bool, variant: str = "") -> ConfigDict:
   spec = f"configs/{stage_file}.py" + (f":{arg}" if arg else "")
   return parent(workdir(stage_file + (f"_{variant.replace('=', '_')}" if variant else ""), smoke),
                 spec)
+
+
+def toy_world(c: ConfigDict, world: str) -> None:
+  """Selects a variant toy world for a stage's data (after any smoke shrinking, which it keeps):
+  the `world` field of `data.toy`, read by r1jax.data.prompts.toy_world_config."""
+  if world not in TOY_WORLDS:
+    raise ValueError(f"unknown world {world!r}; known: {TOY_WORLDS}")
+  if world:
+    c.data.toy = ConfigDict({**c.data.toy.to_dict(), "world": world})
 
 
 def smollm2_path() -> str:
@@ -146,6 +157,9 @@ def sft(name: str, source: str) -> ConfigDict:
       "num_epochs": 0.0,  # > 0: that many passes over the data (R1 stage 3: 2)
       "batch_size": 32,  # packed rows per step
       "seq_len": 160,
+      # Row blocks read from as many document shards (0: one per process). Fix it to resume
+      # a run on another process count: the batches depend on it, not on the processes.
+      "data_shards": 0,
       "log_every": 10,
   })
   c.optim = optim(1e-3, "cosine", warmup_steps=10, weight_decay=0.01, b2=0.999)

@@ -11,6 +11,10 @@ configs/toy_base.py when it is missing. Variants after ':' (comma separated):
                    running the program against each problem's tests in a sandbox (the `code`
                    reward, r1jax/rl/code_sandbox.py) plus format; no held-out eval (the eval
                    graders check answers, not programs)
+  world=reflect    the reflect world (r1jax/data/reflect_world.py) and its own base
+                   (workdirs/toy_base_world_reflect): a base that thinks in fast steps and rarely
+                   re-checks one; RL grows the re-checks, and with them length and accuracy
+                   (README "The reflect world"; workdirs/grpo_zero_reflect)
 Paper (R1-Zero) vs toy defaults:
   lr 3e-6 vs 2e-4, beta 0.001 vs 0, G 16 vs 8, 32 prompts vs 16, T 1.0 vs 1.0,
   32,768 tokens vs 48, 10,400 steps vs 40.
@@ -22,7 +26,7 @@ from configs import common
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  arg = common.parse_arg(arg, smoke=False, model="toy", task="")
+  arg = common.parse_arg(arg, smoke=False, model="toy", task="", world="")
   name = "grpo_zero" if arg.model != "student" else "grpo_zero_student"
   c = common.grpo(name)
   if arg.model == "toy":
@@ -48,8 +52,26 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   elif arg.task:
     raise ValueError(f"unknown task {arg.task!r}: '' (the model's default prompts) or 'code'")
 
+  if arg.world:
+    if arg.model != "toy" or arg.task:
+      raise ValueError(f"world={arg.world} runs on the toy model's prompts: no model= or task=")
+    reflect(c, arg.smoke)
+
   if arg.smoke:
     common.smoke_grpo(c, arg.model)
     if arg.task == "code":
       c.eval.every, c.eval.num_problems = 0, 0
+  common.toy_world(c, arg.world)
   return c
+
+
+def reflect(c: ml_collections.ConfigDict, smoke: bool) -> None:
+  """R1-Zero on the reflect world: a budget with room for a re-check of every fast step, evals
+  often enough to time the curves, and every eval's checkpoint kept so that
+  `python -m r1jax.reflection` can re-sample the first aha."""
+  c.name = "grpo_zero_reflect"
+  c.parents.init = common.stage_parent("toy_base", smoke, variant="world=reflect")
+  c.num_steps = 120
+  c.rl.max_new_tokens = 64  # a trace with its re-check and correction: ~40 tokens
+  c.eval.update({"every": 10, "max_new_tokens": 64, "reflection": True})
+  c.checkpoint_every, c.keep_checkpoints = 10, 13

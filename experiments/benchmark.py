@@ -10,7 +10,9 @@
 - one full GRPO step (G=8 x 4 prompts, 32-token prompts, 64-token completions): sampling, old and
   reference log-probs, update, with the split;
 - precision: the train step's temporary memory (XLA's memory_analysis) and time for float32 /
-  bfloat16 compute (float32 master weights) and the remat policies none / full / dots_saveable.
+  bfloat16 compute (float32 master weights) and the remat policies none / full / dots_saveable;
+- continuous (only with --parts=continuous): useful tokens/s of the static sampler against the
+  continuous-batching one on a long-tailed length distribution, alternated in the same run.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ import optax
 from absl import app, flags
 
 from r1jax import sft, sharding, training
+from r1jax.continuous_sampling import ContinuousSampler
 from r1jax.models.config import get_model_config
 from r1jax.models.transformer import Transformer
 from r1jax.rl import grpo, losses
@@ -36,7 +39,7 @@ _OUT = flags.DEFINE_string("out", None, "Write the figures as JSON here.")
 _QUICK = flags.DEFINE_bool("quick", False, "Fewer repeats (a smoke run, not for the README).")
 _PARTS = flags.DEFINE_list("parts", ["train", "decode", "grpo", "precision"],
                           "Which figures to measure (the matmul peak always is): train, decode, "
-                          "grpo, precision.")
+                          "grpo, precision, continuous.")
 
 
 def timed(fn, repeats: int) -> float:
@@ -149,6 +152,70 @@ def decode(repeats: int) -> dict:
   return out
 
 
+class _Countdown(Transformer):
+  """bench-decode with a forced greedy path, so completion lengths are chosen, not emergent:
+  after token x the logits favour x - 1 (+30), so a prompt ending in 1 + L stops at EOS 1 after
+  exactly L tokens. The whole model still runs for every token."""
+
+  def __call__(self, tokens, *args, return_hidden=False, **kwargs):
+    out = super().__call__(tokens, *args, return_hidden=return_hidden, **kwargs)
+    if return_hidden:
+      return out
+    logits, rest = (out[0], out[1:]) if isinstance(out, tuple) else (out, ())
+    logits = logits + 30.0 * jax.nn.one_hot(tokens - 1, logits.shape[-1])
+    return (logits, *rest) if rest else logits
+
+
+def continuous(repeats: int, rows: int = 128, slots: int = 32, max_new: int = 256) -> dict:
+  """Useful (unpadded) tokens/s of greedy decoding of `rows` 32-token prompts whose lengths are
+  log-normal (median 20, clipped to `max_new`): the static sampler on all rows in one call (how
+  GRPO calls it) and in calls of `slots` rows (the same batch width), against the continuous
+  sampler with `slots` slots. The three alternate `repeats` times; ratios are the median of the
+  per-round ratios, so a machine busy with other work slows all three alike."""
+  cfg = get_model_config("bench-decode")
+  model = _Countdown(cfg)
+  params = nn.unbox(model.init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32))["params"])
+  rng = np.random.default_rng(0)
+  lengths = np.clip(np.ceil(np.exp(rng.normal(np.log(20), 1.1, rows))), 1, max_new).astype(int)
+  prompts = rng.integers(2, cfg.vocab_size, (rows, 32))
+  prompts[:, -1] = 1 + lengths
+  prompts = prompts.tolist()
+  kw = dict(max_new_tokens=max_new, greedy=True, eos_id=1, pad_id=0)
+  static, cont = Sampler(model), ContinuousSampler(model, num_slots=slots)
+  runs = {
+      "static": lambda: [static(params, prompts, **kw)],
+      "static_chunked": lambda: [static(params, prompts[i:i + slots], **kw,
+                                        prompt_ids=list(range(i, min(i + slots, rows))))
+                                 for i in range(0, rows, slots)],
+      "continuous": lambda: [cont(params, prompts, **kw)]}
+  outs = {k: run() for k, run in runs.items()}  # compiles, and checks the forced lengths
+  want = outs["static"][0].completions
+  for k, out in outs.items():
+    np.testing.assert_array_equal(np.concatenate([o.completions for o in out]), want, err_msg=k)
+    assert np.array_equal(np.concatenate([o.lengths for o in out]), lengths), k
+  times: dict[str, list[float]] = {k: [] for k in runs}
+  for _ in range(repeats):
+    for k, run in runs.items():
+      t = time.perf_counter()
+      run()
+      times[k].append(time.perf_counter() - t)
+  useful = int(lengths.sum())
+  res = {"continuous_rows": rows, "continuous_slots": slots,
+         "continuous_max_new_tokens": max_new, "continuous_useful_tokens": useful,
+         "continuous_mean_length": float(lengths.mean()),
+         "continuous_max_length": int(lengths.max()),
+         "continuous_static_decode_steps": outs["static"][0].num_decode_steps,
+         "continuous_decode_steps": outs["continuous"][0].num_decode_steps}
+  for k, ts in times.items():  # continuous_tokens_per_s, continuous_static_tokens_per_s, ...
+    res["continuous_tokens_per_s" if k == "continuous" else f"continuous_{k}_tokens_per_s"] = (
+        useful / min(ts))
+  for k in ("static", "static_chunked"):
+    ratios = np.asarray(times[k]) / np.asarray(times["continuous"])
+    res[f"continuous_speedup_vs_{k}"] = float(np.median(ratios))
+    res[f"continuous_speedup_vs_{k}_range"] = f"{ratios.min():.2f}-{ratios.max():.2f}"
+  return res
+
+
 class _Tok:
   """Ids pass through as text; lets the GRPO step run on random prompts without a tokenizer."""
   eos_id, pad_id, bos_id = 1, 0, None
@@ -210,7 +277,8 @@ def main(_):
   peak = matmul_peak(1024 if _QUICK.value else 2048, repeats)
   figures = {**info, "matmul_peak_flops": peak}
   parts = {"train": lambda: train_mfu(peak, repeats), "decode": lambda: decode(repeats),
-           "grpo": lambda: grpo_step(repeats), "precision": lambda: precision(repeats)}
+           "grpo": lambda: grpo_step(repeats), "precision": lambda: precision(repeats),
+           "continuous": lambda: continuous(repeats)}
   for name in _PARTS.value:
     if name not in parts:
       raise app.UsageError(f"unknown part {name!r}; choose from {sorted(parts)}")

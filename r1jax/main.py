@@ -171,8 +171,8 @@ def main(argv):
   if _CONFIG.value is None:
     fail("--config=configs/<stage>.py is required")
   logging.get_absl_handler().addFilter(_QuietLibraries())
-  from r1jax import sharding
-  sharding.maybe_initialize_distributed()
+  from r1jax import multihost
+  multihost.maybe_initialize_distributed()
   workdir = _WORKDIR.value or os.path.join("workdirs", str(_CONFIG.value.get("stage", "run")))
   from r1jax.preemption import Preempted
   try:

@@ -222,6 +222,7 @@ def _check_workdir(workdir: str, stage: str) -> None:
 # restore). A pattern matches a field and everything under it; '*' is one level. Any other
 # field, even one the earlier run's config lacked, is the recipe.
 RESUMABLE = ("num_steps", "train.num_steps", "train.num_epochs", "train.log_every",
+             "train.data_shards",
              "checkpoint_every", "keep_checkpoints", "nan_policy", "progress", "name", "eval",
              "precision", "data.data_dir", "data.manual_dir", "parents.*.config", "mesh",
              "axis_rules", "stages", "rebuild")
@@ -312,6 +313,19 @@ def check_devices(config, stage: str) -> None:
     rl_grpo.check_batch(config.rl.num_prompts, grpo_stage.grpo_config(config.rl), mesh)
 
 
+# Stages whose loops shard their data and metrics over processes (r1jax.multihost); the others
+# sample or write whole files on one host.
+MULTIPROCESS_STAGES = ("sft", "grpo")
+
+
+def _check_processes(stage: str) -> None:
+  import jax
+  if jax.process_count() > 1 and stage not in MULTIPROCESS_STAGES:
+    raise ConfigError(f"stage {stage!r} runs on one process; of the stages, "
+                      f"{', '.join(MULTIPROCESS_STAGES)} run on several (launch this one on a "
+                      "single host, without R1JAX_NUM_PROCESSES)")
+
+
 def run_stage(config, workdir: str) -> dict:
   """Parents, then the stage named by `config.stage`; writes config.json first, lineage.json last.
 
@@ -321,14 +335,17 @@ def run_stage(config, workdir: str) -> dict:
   if fn is None:
     raise ConfigError(f"unknown stage {name!r}; known stages: {', '.join(stages.names())}")
   check_config(config, name)
+  _check_processes(name)
   _check_workdir(workdir, name)
   _check_resume(workdir, config, name)
   check_devices(config, name)
   ensure_parents(config)
+  from r1jax import multihost
   os.makedirs(workdir, exist_ok=True)
   text = config_json(config)
-  with open(os.path.join(workdir, CONFIG_FILE), "w") as f:
-    f.write(text)
+  if multihost.is_primary():  # with several processes, process 0 writes the run's files
+    with open(os.path.join(workdir, CONFIG_FILE), "w") as f:
+      f.write(text)
   t0 = time.perf_counter()
   result = fn(config, workdir)
   lineage = {"stage": name, "finished": True, "step": result.get("step"),
@@ -339,6 +356,8 @@ def run_stage(config, workdir: str) -> dict:
              "wall_s": time.perf_counter() - t0,
              "result": {k: v for k, v in result.items()
                         if isinstance(v, (int, float, str, bool)) or v is None}}
-  with open(os.path.join(workdir, LINEAGE_FILE), "w") as f:
-    json.dump(lineage, f, indent=2, sort_keys=True)
+  if multihost.is_primary():
+    with open(os.path.join(workdir, LINEAGE_FILE), "w") as f:
+      json.dump(lineage, f, indent=2, sort_keys=True)
+  multihost.barrier(f"finished {workdir}")  # a parent is finished for every process at once
   return result

@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 import tqdm
 
-from r1jax import evaluation, grading, language, response
+from r1jax import evaluation, grading, language, multihost, response
 from r1jax.sampling import check_prompts_fit
 from r1jax.templates import format_prompt
 from r1jax.tokenizers import encode_prompt
@@ -33,9 +33,10 @@ def _csv(value) -> tuple[str, ...]:
 # ----------------------------------------------------------------------------------- sampling
 def sample_completions(sampler, params, tokenizer, problems: Sequence[dict], *, template: str,
                        k: int, max_new_tokens: int, temperature: float, top_p: float, top_k: int,
-                       batch_size: int, rng, progress: bool = True) -> list[dict]:
-  """k completions per problem. Problem i draws from its own stream (the sampler's prompt_ids),
-  so one seed fixes every sample whatever the batch size."""
+                       batch_size: int, rng, progress: bool = True,
+                       first_id: int = 0) -> list[dict]:
+  """k completions per problem. Problem i draws from its own stream (the sampler's prompt_ids,
+  first_id + i), so one seed fixes every sample whatever the batch size or process count."""
   if k < 1 or batch_size < 1:
     raise ValueError(f"k and batch_size must be >= 1, got k={k}, batch_size={batch_size}")
   encoded = [encode_prompt(tokenizer, format_prompt(template, p["problem"])) for p in problems]
@@ -49,7 +50,7 @@ def sample_completions(sampler, params, tokenizer, problems: Sequence[dict], *, 
     res = sampler(params, encoded[start:start + batch_size], rng=rng,
                   max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
                   n=k, eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id,
-                  prompt_ids=list(range(start, start + len(batch))))
+                  prompt_ids=list(range(first_id + start, first_id + start + len(batch))))
     tokens = np.asarray(res.completions)  # [P*k, N]
     lengths = np.asarray(res.completion_mask).astype(bool).sum(1)  # [P*k]
     truncated = np.asarray(res.truncated).astype(bool)  # [P*k]
@@ -121,27 +122,40 @@ def sample_and_grade(sampler, params, tokenizer, problems: Sequence[dict], *, te
                      batch_size: int, rng, grader: str = "math",
                      extract: Sequence[str] = ("answer_tag", "boxed"),
                      ks: Sequence[int] | None = None, grading_timeout_s: float = 0.0,
-                     progress: bool = True) -> tuple[dict, list[dict]]:
+                     progress: bool = True, first_id: int = 0) -> tuple[dict, list[dict]]:
   """Samples k completions per problem with a live sampler and grades them: (summary, records)."""
   samples = sample_completions(sampler, params, tokenizer, problems, template=template, k=k,
                                max_new_tokens=max_new_tokens, temperature=temperature,
                                top_p=top_p, top_k=top_k, batch_size=batch_size, rng=rng,
-                               progress=progress)
+                               progress=progress, first_id=first_id)
   return grade_and_summarize(samples, extract=_csv(extract), mode=grader, ks=ks,
                              grading_timeout_s=grading_timeout_s, progress=progress)
-
-
 
 
 def heldout_eval(sampler, params, tokenizer, problems: Sequence[dict], config, rng
                  ) -> dict[str, float]:
   """A training stage's held-out eval from its `eval` block (k samples, T, top-p, length): the
-  same protocol and code path as configs/eval.py. Returns {'eval/<metric>': value}."""
+  same protocol and code path as configs/eval.py. Returns {'eval/<metric>': value}.
+
+  With several processes each samples and grades its share of the problems, and the summaries
+  are combined (means weighted by problems, counts summed; r1jax.multihost.combine_metrics).
+  """
   ev = config.eval
-  summary, _ = sample_and_grade(
-      sampler, params, tokenizer, problems, template=config.data.template, k=ev.k,
+  share, first, real = multihost.process_share(problems)
+  samples = sample_completions(
+      sampler, params, tokenizer, share, template=config.data.template, k=ev.k,
       max_new_tokens=ev.max_new_tokens, temperature=ev.temperature, top_p=ev.top_p,
-      top_k=ev.get("top_k", 0), batch_size=ev.batch_size, rng=rng,
-      grader=config.get("grader", "exact"), extract=ev.get("extract", ("answer_tag",)),
-      progress=False)
+      top_k=ev.get("top_k", 0), batch_size=ev.batch_size, rng=rng, progress=False,
+      first_id=first)
+  # A process left with only padding still summarises one problem, at weight 0.
+  summary, records = grade_and_summarize(samples[:max(real, 1)],
+                                         extract=_csv(ev.get("extract", ("answer_tag",))),
+                                         mode=config.get("grader", "exact"), progress=False)
+  if ev.get("reflection", False):  # re-checks, reflection words and aha samples (r1jax.reflection)
+    from r1jax import reflection
+    found, aha = reflection.heldout_metrics(records)
+    summary.update(found)
+    if aha is not None:
+      log.info("held-out aha sample: %s", reflection.format_aha(-1, aha).split("\n", 1)[1])
+  summary = multihost.combine_metrics(summary, weight=real)
   return {f"eval/{k}": v for k, v in summary.items() if isinstance(v, (int, float))}

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from r1jax import sharding
+from r1jax import multihost, sharding
 from r1jax.errors import ConfigError
 from r1jax.models.transformer import CACHE_LOGICAL_AXES, Transformer, init_cache
 from r1jax.rl import losses
@@ -333,7 +333,9 @@ class Sampler:
     if any(not 0 <= i < vocab for i in (*stops, pad_id)):
       raise ValueError(f"stop ids {stops} and pad_id {pad_id} must lie in [0, {vocab})")
     num_prompts, plen = tokens.shape
-    ids = np.arange(num_prompts) if prompt_ids is None else np.asarray(prompt_ids, np.int32)
+    first = jax.process_index() * num_prompts  # each process samples its own prompts
+    ids = (first + np.arange(num_prompts) if prompt_ids is None
+           else np.asarray(prompt_ids, np.int32))
     if ids.shape != (num_prompts,):
       raise ValueError(f"prompt_ids needs {num_prompts} entries, got shape {ids.shape}")
     if plen + max_new_tokens > self.model.config.max_seq_len:
@@ -357,13 +359,16 @@ class Sampler:
         num_decode_steps=int(out["num_decode_steps"]))
 
   def _batch(self, tokens, mask, prompt_ids, sample_ids, pad_id) -> tuple[np.ndarray, ...]:
-    """Pads [M, P] rows to the length bucket and M to the data-parallel size.
+    """Pads [M, P] rows to the length bucket and M to this process's data-parallel size.
 
-    Filler rows hold one pad token and start done, so they never delay the early exit.
+    Filler rows hold one pad token and start done, so they never delay the early exit. With
+    several processes the bucket is the largest any of them needs (every process runs the same
+    program) and M must be the same on each.
     """
     m, p = tokens.shape
-    m_pad = -(-m // self._dp) * self._dp
-    p_pad = -(-p // self.length_bucket) * self.length_bucket
+    local_dp = max(self._dp // jax.process_count(), 1)
+    m_pad = -(-m // local_dp) * local_dp
+    p_pad = -(-multihost.agree_max(p) // self.length_bucket) * self.length_bucket
     tok = np.full((m_pad, p_pad), pad_id, np.int32)
     msk = np.zeros((m_pad, p_pad), bool)
     tok[:m, p_pad - p:], msk[:m, p_pad - p:] = tokens, mask
@@ -375,13 +380,19 @@ class Sampler:
     fn = self._compiled.get(st)
     if fn is None:
       fn = self._compiled[st] = jax.jit(lambda *a: _generate(*a, model=self.model, st=st))
+    return self._execute(fn, params, batch, scalars)
+
+  def _execute(self, fn, params, batch, scalars) -> dict[str, np.ndarray]:
+    """Runs a compiled sampling program (`fn(params, *batch, *scalars)` -> {name: [rows, ...]})
+    on the mesh: this process's rows in, this process's rows out."""
     if self.mesh is None:
       return jax.device_get(fn(params, *batch, *scalars))
     params = jax.device_put(params, self._param_shardings)
-    batch = tuple(jax.device_put(a, sharding.batch_sharding(self.mesh, a.ndim)) for a in batch)
-    scalars = jax.device_put(scalars, sharding.replicated(self.mesh))
+    batch = tuple(multihost.to_global(a, self.mesh) for a in batch)
+    scalars = multihost.replicate(scalars, self.mesh)
     with sharding.mesh_rules(self.mesh, self.rules):
-      return jax.device_get(fn(params, *batch, *scalars))
+      out = fn(params, *batch, *scalars)
+    return {k: multihost.to_local(v) for k, v in out.items()}  # this process's rows only
 
   def _check_prompts(self, prompts, prompt_mask, pad_id) -> tuple[np.ndarray, np.ndarray]:
     if isinstance(prompts, (np.ndarray, jax.Array)):

@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import flax.linen as nn
 import jax
 import numpy as np
-from absl import logging
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -41,21 +39,6 @@ DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
     ("cache_length", None),
     ("cache_kv_heads", "tensor"),
 )
-
-
-def maybe_initialize_distributed() -> None:
-  """Calls `jax.distributed.initialize()` when running multi-host (TPU pods, SLURM, ...)."""
-  multi = any(os.environ.get(v) for v in (
-      "JAX_COORDINATOR_ADDRESS", "TPU_WORKER_HOSTNAMES", "MEGASCALE_COORDINATOR_ADDRESS",
-      "SLURM_NTASKS"))
-  hosts = os.environ.get("TPU_WORKER_HOSTNAMES", "")
-  if multi and (len(hosts.split(",")) > 1 or not hosts):
-    try:
-      jax.distributed.initialize()
-      logging.info("jax.distributed initialised: process %d of %d",
-                   jax.process_index(), jax.process_count())
-    except RuntimeError as e:  # already initialised
-      logging.info("jax.distributed.initialize skipped: %s", e)
 
 
 def make_mesh(shape: Mapping[str, int] | None = None,

@@ -5,6 +5,7 @@ states mirror the params tree, so their boxes carry the same names); nothing is 
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -14,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from r1jax import sharding
+from r1jax import multihost, sharding
 from r1jax.errors import ConfigError, NonFiniteError
 
 
@@ -104,5 +105,18 @@ def check_finite(metrics: dict, step: int, policy: str, last_checkpoint: int | N
 
 
 def shard_batch(batch: dict[str, np.ndarray], mesh) -> dict[str, jax.Array]:
-  """Host arrays -> device arrays split along the batch axis over the data axes."""
-  return {k: jax.device_put(v, sharding.batch_sharding(mesh, np.ndim(v))) for k, v in batch.items()}
+  """This process's rows (host arrays) -> global arrays split along the batch axis over the data
+  axes; with P processes the global batch has P times the rows (see r1jax.multihost)."""
+  return {k: multihost.to_global(v, mesh) for k, v in batch.items()}
+
+
+@functools.partial(jax.jit, static_argnums=(2,))
+def _take(x: jax.Array, idx: jax.Array, out_sharding) -> jax.Array:
+  return jax.lax.with_sharding_constraint(x[idx], out_sharding)
+
+
+def take_rows(batch: dict[str, jax.Array], idx: np.ndarray, mesh) -> dict[str, jax.Array]:
+  """Rows `idx` (the same on every process) of global arrays, gathered on the devices into a
+  batch split over the data axes: minibatches never pass through a host."""
+  idx = multihost.replicate(np.asarray(idx, np.int32), mesh)
+  return {k: _take(v, idx, sharding.batch_sharding(mesh, v.ndim)) for k, v in batch.items()}

@@ -9,7 +9,7 @@ from r1jax.rl import advantages as adv
 
 
 def _reference(rewards, group_size, scale, eps):
-  """Plain loop in float64: the formula as written in R1_FACTS (unbiased std)."""
+  """Plain loop in float64: A_i = (r_i - mean(r)) / std(r) within each group (unbiased std)."""
   r = np.asarray(rewards, np.float64)
   n = len(r)
   batch_mean = sum(r) / n

@@ -130,6 +130,33 @@ def test_sharded_update_equals_single_device(setup):
   assert max(jax.tree.leaves(moved)) > 1e-4  # the update did something
 
 
+def test_on_policy_loss_needs_no_old_forward(setup):
+  """One epoch over one minibatch: the loss without old_logp (stop_gradient(logp) inside) has
+  the value, gradients and ratio of the loss given the old policy's log-probs computed by a
+  separate forward of the same params, the pass it saves."""
+  model, params, out = setup
+  rewards = np.array([1, 0, 0, 1, 0, 0, 0, 1, 1, 1, 0, 1, 0.5, 0, 1, 0], np.float32)
+  r = _rollout(out, rewards)
+  prompt_len = r.tokens.shape[1] - NEW
+  cfg = losses.LossConfig(beta=0.04, eps_high=0.28)
+  loss_fn = grpo.make_grpo_loss(model, cfg, prompt_len)
+  tokens, seq_mask = jnp.asarray(r.tokens), jnp.asarray(r.seq_mask)
+  batch = {"tokens": tokens, "seq_mask": seq_mask,
+           "completion_mask": jnp.asarray(r.completion_mask),
+           "advantages": jnp.asarray(rewards - rewards.mean()),
+           "ref_logp": grpo.completion_logprobs(model, jax.tree.map(lambda x: x * 0.99, params),
+                                                tokens, seq_mask, prompt_len),
+           "num_sequences": jnp.float32(len(rewards)), "num_tokens": jnp.float32(1.0)}
+  old = grpo.completion_logprobs(model, params, tokens, seq_mask, prompt_len)
+  grad = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))
+  (l_on, m_on), g_on = grad(params, batch)
+  (l_old, m_old), g_old = grad(params, {**batch, "old_logp": old})
+  assert float(m_on["ratio_mean"]) == 1.0 and float(m_on["clip_frac"]) == 0.0
+  np.testing.assert_allclose(float(l_on), float(l_old), rtol=1e-6, atol=1e-7)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), g_on, g_old)
+  assert max(float(jnp.abs(g).max()) for g in jax.tree.leaves(g_on)) > 1e-4
+
+
 def test_dynamic_sampling_keeps_only_groups_with_spread(setup):
   """Prompts whose reward is constant are dropped; extra rounds fill the batch."""
   _, _, out = setup

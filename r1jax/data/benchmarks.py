@@ -285,7 +285,7 @@ BENCHMARKS: dict[str, Loader] = {
 }
 
 _MATH = ("answer_tag", "boxed")
-# R1 samples 64 answers per AIME problem, up to 32,768 tokens each (R1_FACTS "Evaluation protocol").
+# R1 samples 64 answers per AIME problem, up to 32,768 tokens each (the paper's evaluation setup).
 EVAL_DEFAULTS: dict[str, EvalDefaults] = {
     "gsm8k": EvalDefaults(k=4, max_new_tokens=8192, extract=_MATH + ("hash", "last_number")),
     "aime24": EvalDefaults(k=64, max_new_tokens=32768, extract=_MATH),

@@ -20,10 +20,15 @@ checkpointing: `it = iter(ds); state = it.get_state(); ...; it.set_state(state)`
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any, Sequence
 
 import grain
+import jax
 import numpy as np
+
+from r1jax import multihost
+from r1jax.errors import ConfigError
 
 from r1jax.tokenizers import Tokenizer, encode_prompt
 
@@ -171,3 +176,49 @@ def record_dataset(source: Any, *, batch_size: int, seed: int = 0, shuffle: bool
   if fields is not None:
     ds = ds.map(functools.partial(_map_all, functools.partial(_select, tuple(fields))))
   return ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=4))
+
+
+class ShardedBatches:
+  """Batches of `num_shards` row blocks: block i is `make(i, rows)`'s batch, built from shard i
+  of the documents. A process reads only its own blocks' documents (its rows of the global
+  batch, in process order), and the batch does not depend on how many processes there are, so
+  a run resumes on any process count that divides num_shards.
+
+  num_shards=1 is the plain single-stream iterator, with the same state.
+  """
+
+  def __init__(self, make: Callable[[int, int], grain.IterDataset], *, num_shards: int,
+               batch_size: int):
+    procs = jax.process_count()
+    if num_shards < 1 or num_shards % procs or batch_size % num_shards:
+      raise ConfigError(f"train.data_shards={num_shards} must be a multiple of the {procs} "
+                        f"processes and divide train.batch_size={batch_size}")
+    per = num_shards // procs
+    self.num_shards = num_shards
+    self._its = {i: iter(make(i, batch_size // num_shards))
+                 for i in range(jax.process_index() * per, (jax.process_index() + 1) * per)}
+
+  def __iter__(self):
+    return self
+
+  def __next__(self) -> dict[str, np.ndarray]:
+    parts = [next(it) for it in self._its.values()]
+    return {k: np.concatenate([b[k] for b in parts]) for k in parts[0]}
+
+  def get_state(self) -> dict:
+    """Every block's position (gathered from all processes)."""
+    if self.num_shards == 1:
+      return self._its[0].get_state()
+    local = {str(i): it.get_state() for i, it in self._its.items()}
+    return {"num_shards": self.num_shards, "shards": multihost.merge_dicts(local)}
+
+  def set_state(self, state: dict) -> None:
+    saved = state.get("num_shards", 1) if "shards" in state else 1
+    if saved != self.num_shards:
+      raise ConfigError(f"the checkpoint's data was read in {saved} shards, this run uses "
+                        f"{self.num_shards}; set --config.train.data_shards={saved} to resume")
+    if self.num_shards == 1:
+      self._its[0].set_state(state)
+      return
+    for i, it in self._its.items():
+      it.set_state(state["shards"][str(i)])

@@ -16,9 +16,20 @@ import grain
 from r1jax.data import benchmarks, code_problems, toy_tfds, toy_world
 
 
+# Variant worlds by the `world` field of a config's `toy` block ('' or absent: the default world).
+TOY_WORLDS = {"": "ToyWorldConfig", "reflect": "ReflectWorldConfig"}
+
+
 def toy_world_config(cfg) -> toy_world.ToyWorldConfig:
-  """The ToyWorldConfig named by a config's `toy` block (fields override the defaults)."""
+  """The ToyWorldConfig named by a config's `toy` block (fields override the defaults);
+  `world: reflect` picks r1jax.data.reflect_world's config."""
   overrides = dict(cfg.get("toy", {}) or {})
+  world = overrides.pop("world", "")
+  if world not in TOY_WORLDS:
+    raise ValueError(f"unknown toy world {world!r}; known: {sorted(TOY_WORLDS)}")
+  if world == "reflect":
+    from r1jax.data import reflect_world
+    return reflect_world.ReflectWorldConfig(**overrides)
   return toy_world.ToyWorldConfig(**overrides)
 
 
@@ -46,12 +57,18 @@ def load_problems(data_cfg, split: str) -> list[dict[str, Any]]:
                                    split=split, **options)
 
 
-def prompt_iterator(records: list[dict], batch_size: int, seed: int):
-  """Endless, shuffled (reshuffled each epoch), checkpointable batches of problem records."""
+def prompt_iterator(records: list[dict], batch_size: int, seed: int,
+                    rows: slice = slice(None)):
+  """Endless, shuffled (reshuffled each epoch), checkpointable batches of problem records.
+
+  Each batch is `rows` of the global batch of `batch_size`: a process reads only its own
+  prompts, while the order (and the iterator's state, a position in it) is the same whatever
+  the number of processes, so a checkpoint resumes on any of them.
+  """
   if len(records) < batch_size:
     raise ValueError(f"{len(records)} problems cannot fill a batch of {batch_size} prompts")
   # Endless in practice: 2**40 records in all (grain cannot iterate an endless batch of 1).
   epochs = max(2**40 // len(records), 1)
-  ds = (grain.MapDataset.source(records).seed(seed).shuffle().repeat(epochs)
-        .batch(batch_size, batch_fn=list))
+  ds = (grain.MapDataset.range(len(records)).seed(seed).shuffle().repeat(epochs)
+        .batch(batch_size).map(lambda idx: [records[int(i)] for i in idx[rows]]))
   return iter(ds)

@@ -36,7 +36,10 @@ _TEXT_FIELDS = {
 
 def config_name(world: toy_world.ToyWorldConfig) -> str:
   """seed<N>-<digest of every knob and the generator's FORMAT_VERSION>."""
-  key = {"world": dataclasses.asdict(world), "format": toy_world.FORMAT_VERSION}
+  module = toy_world.world_module(world)
+  key = {"world": dataclasses.asdict(world), "format": module.FORMAT_VERSION}
+  if module is not toy_world:  # a variant world (r1jax.data.reflect_world) never shares a key
+    key["generator"] = module.__name__
   digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode())
   return f"seed{world.seed}-{digest.hexdigest()[:8]}"
 
@@ -78,14 +81,14 @@ class ToyCorpus(_ToyBuilder):
   """Pre-training documents (prompt, completion, kind); the loss goes on the completion."""
   name = "r1jax_toy_corpus"
   KIND = "corpus"
-  RECORDS = staticmethod(toy_world.corpus)
+  RECORDS = staticmethod(lambda w: toy_world.world_module(w).corpus(w))
 
 
 class ToyRLPrompts(_ToyBuilder):
   """RL prompts from the training region: (id, problem, answer)."""
   name = "r1jax_toy_rl"
   KIND = "rl"
-  RECORDS = staticmethod(lambda w: toy_world.problems(w, "rl"))
+  RECORDS = staticmethod(lambda w: toy_world.world_module(w).problems(w, "rl"))
 
 
 class ToyHeldout(_ToyBuilder):
@@ -93,14 +96,14 @@ class ToyHeldout(_ToyBuilder):
   name = "r1jax_toy_heldout"
   KIND = "heldout"
   SPLIT = "test"
-  RECORDS = staticmethod(lambda w: toy_world.problems(w, "test"))
+  RECORDS = staticmethod(lambda w: toy_world.world_module(w).problems(w, "test"))
 
 
 class ToyColdStart(_ToyBuilder):
   """Readable long-CoT SFT samples in the R1 format."""
   name = "r1jax_toy_cold_start"
   KIND = "cold_start"
-  RECORDS = staticmethod(toy_world.cold_start)
+  RECORDS = staticmethod(lambda w: toy_world.world_module(w).cold_start(w))
 
 
 class ToyPreferences(_ToyBuilder):

@@ -383,10 +383,17 @@ def preferences(cfg: ToyWorldConfig) -> list[dict]:
   return out
 
 
+def world_module(cfg: ToyWorldConfig):
+  """The module that writes `cfg`'s texts: this one, or a variant world's (a ToyWorldConfig
+  subclass names its module in GENERATOR, as r1jax.data.reflect_world does)."""
+  import importlib
+  return importlib.import_module(getattr(cfg, "GENERATOR", __name__))
+
+
 def tokenizer_texts(cfg: ToyWorldConfig, max_docs: int = 20_000) -> Iterator[str]:
   """Full texts of every kind of toy document for training the toy tokenizer (a fixed sample,
   so the tokenizer does not change with the split sizes)."""
-  for d in corpus(dataclasses.replace(cfg, corpus_size=max_docs)):
+  for d in world_module(cfg).corpus(dataclasses.replace(cfg, corpus_size=max_docs)):
     yield d["prompt"] + d["completion"]
   for d in cold_start(dataclasses.replace(cfg, cold_start_size=max_docs // 40)):
     yield d["prompt"] + d["completion"]
@@ -401,4 +408,4 @@ def train_tokenizer(cfg: ToyWorldConfig, out_path: str | None = None,
   """The toy world's SentencePiece BPE tokenizer (digits split, tags single pieces)."""
   return tokenizers.SentencePieceTokenizer.train(
       tokenizer_texts(cfg), out_path, vocab_size=vocab_size,
-      user_defined_symbols=TOKENIZER_SYMBOLS)
+      user_defined_symbols=world_module(cfg).TOKENIZER_SYMBOLS)

@@ -15,7 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from r1jax import checkpoints, sharding
+from r1jax import checkpoints, multihost, sharding
 from r1jax.errors import CheckpointError, ConfigError
 from r1jax.models import pretrained
 from r1jax.models.config import ModelConfig
@@ -30,8 +30,12 @@ def is_run_dir(path: str) -> bool:
 
 
 def write_model_files(workdir: str, config: ModelConfig, tokenizer_path: str) -> None:
-  """Records the model config and a copy of the tokenizer in a run directory."""
+  """Records the model config and a copy of the tokenizer in a run directory (process 0 writes,
+  the others wait for it)."""
   os.makedirs(workdir, exist_ok=True)
+  if not multihost.is_primary():
+    multihost.barrier(f"model files {workdir}")
+    return
   name = os.path.basename(tokenizer_path)
   dest = os.path.join(workdir, name)
   if os.path.abspath(tokenizer_path) != os.path.abspath(dest):
@@ -41,6 +45,7 @@ def write_model_files(workdir: str, config: ModelConfig, tokenizer_path: str) ->
       shutil.copy(tokenizer_path, dest)
   with open(os.path.join(workdir, MODEL_FILE), "w") as f:
     json.dump({"model": config.to_dict(), "tokenizer": name}, f, indent=2, sort_keys=True)
+  multihost.barrier(f"model files {workdir}")
 
 
 def copy_model_files(src_run: str, dest_run: str) -> None:
@@ -59,7 +64,8 @@ def inherit_model_files(workdir: str, pre: pretrained.Pretrained) -> None:
       copy_model_files(pre.path, workdir)
     return
   tok_dir = os.path.join(workdir, "tokenizer")
-  pre.tokenizer.save(tok_dir)
+  if multihost.is_primary():
+    pre.tokenizer.save(tok_dir)
   write_model_files(workdir, pre.config, tok_dir)
 
 

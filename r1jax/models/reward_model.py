@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from r1jax import checkpoints, response, sharding, training
+from r1jax import checkpoints, multihost, response, sharding, training
 from r1jax.errors import ConfigError
 from r1jax.models import loading
 from r1jax.models.config import ModelConfig
@@ -170,7 +170,7 @@ class RewardScorer:
     self.max_len, self.batch_size = max_len, batch_size
     self.pad_id = pad_id_of(tokenizer)
     self._jitted = jax.jit(lambda p, tokens, lengths: model.apply({"params": p}, tokens, lengths),
-                           out_shardings=sharding.replicated(mesh))
+                           out_shardings=sharding.batch_sharding(mesh, 1))
 
   def score(self, prompts: Sequence[str], replies: Sequence[str], *, max_len: int | None = None,
             batch_size: int | None = None) -> np.ndarray:
@@ -189,7 +189,7 @@ class RewardScorer:
       batch = training.shard_batch({"tokens": tokens, "lengths": lengths}, self.mesh)
       with sharding.mesh_rules(self.mesh, self.rules):
         scores = self._jitted(self.params, batch["tokens"], batch["lengths"])  # [rows]
-      out[start:start + len(chunk)] = np.asarray(scores)[:len(chunk)]
+      out[start:start + len(chunk)] = multihost.to_local(scores)[:len(chunk)]  # this process's
     return out
 
 

@@ -134,6 +134,17 @@ def _dense(features, axes, name, config, use_bias=False, num_in=1):
                 param_dtype=jnp.dtype(config.param_dtype))
 
 
+def _write_cache(cache: jax.Array, new: jax.Array, index) -> jax.Array:
+  """Writes new [B, Hkv, T, Dh] into cache [B, Hkv, S, Dh] at slot `index`: a scalar (every row
+  at once, in place), or [B] (one slot per row, for continuous batching: a scatter that touches
+  only the B x T written slots, where a one-hot select would rewrite the whole cache)."""
+  new = new.astype(cache.dtype)
+  if jnp.ndim(index) == 0:
+    return jax.lax.dynamic_update_slice_in_dim(cache, new, index, 2)
+  return jax.vmap(lambda c, x, i: jax.lax.dynamic_update_slice_in_dim(c, x, i, 1))(
+      cache, new, index)
+
+
 class Attention(nn.Module):
   config: ModelConfig
 
@@ -149,8 +160,8 @@ class Attention(nn.Module):
     k = apply_rope(k, positions, inv_freq)
     k, v = k.swapaxes(1, 2), v.swapaxes(1, 2)  # [B, Hkv, T, Dh]: the cache layout
     if cache is not None:
-      k = jax.lax.dynamic_update_slice_in_dim(cache["k"], k.astype(cache["k"].dtype), cache_index, 2)
-      v = jax.lax.dynamic_update_slice_in_dim(cache["v"], v.astype(cache["v"].dtype), cache_index, 2)
+      k = _write_cache(cache["k"], k, cache_index)
+      v = _write_cache(cache["v"], v, cache_index)
       cache = {"k": k, "v": v}
     b, t = q.shape[:2]
     q = q.reshape(b, t, kv, h // kv, hd)  # [B, T, Hkv, G, Dh]
@@ -197,7 +208,8 @@ REMAT = {"full": None, "dots_saveable": jax.checkpoint_policies.dots_saveable}
 class Transformer(nn.Module):
   """Decoder-only LM. `apply({'params': p}, tokens)` -> float32 logits [B, T, V].
 
-  Decoding: pass `cache` (from `init_cache`) and `cache_index` (where the T new keys go);
+  Decoding: pass `cache` (from `init_cache`) and `cache_index` (where the T new keys go: a
+  scalar, or [B] with one write slot per row);
   returns `(logits, new_cache)`. `attention_mask` [B, T, S] (S = T, or cache length) overrides
   the default causal mask; `segment_ids` [B, T] restricts attention to packed segments.
   """
@@ -209,16 +221,19 @@ class Transformer(nn.Module):
                cache: Cache | None = None, cache_index=0, return_hidden: bool = False):
     c = self.config
     b, t = tokens.shape
+    per_row = jnp.ndim(cache_index) == 1  # [B] write slots (continuous batching)
     if positions is None:
-      positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32)[None] + cache_index, (b, t))
+      start = cache_index[:, None] if per_row else cache_index
+      positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32)[None] + start, (b, t))
     if attention_mask is None:
       if cache is None:
         attention_mask = causal_mask(segment_ids, t, b)
       else:
         slots = jnp.arange(cache[0]["k"].shape[2])
-        attention_mask = jnp.broadcast_to(
-            slots[None, None, :] <= (cache_index + jnp.arange(t))[None, :, None],
-            (b, t, slots.shape[0]))
+        queries = (cache_index[:, None] + jnp.arange(t) if per_row
+                   else (cache_index + jnp.arange(t))[None])  # [B or 1, T]
+        attention_mask = jnp.broadcast_to(slots[None, None, :] <= queries[:, :, None],
+                                          (b, t, slots.shape[0]))
     embed = nn.Embed(c.vocab_size, c.d_model, name="embed",
                      dtype=jnp.dtype(c.dtype), param_dtype=jnp.dtype(c.param_dtype),
                      embedding_init=nn.with_logical_partitioning(

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from r1jax import sharding, training
+from r1jax import multihost, sharding, training
 from r1jax.errors import ConfigError
 from r1jax.rl import advantages as adv_lib
 from r1jax.rl import losses
@@ -39,7 +39,7 @@ class GRPOConfig:
   mask_truncated: bool = False  # DAPO overlong filtering: no loss on completions without EOS
   dynamic_sampling: bool = False  # DAPO: keep only groups with reward spread, resample to fill
   max_sampling_rounds: int = 4
-  old_logprobs_from_sampler: bool = False  # skip the old-policy forward when mu=1 and 1 minibatch
+  old_logprobs_from_sampler: bool = False  # mu=1, 1 minibatch: the sampler's log-probs as old
   loss: losses.LossConfig = losses.LossConfig()
 
   def __post_init__(self):
@@ -60,6 +60,12 @@ def check_batch(num_prompts: int, cfg: GRPOConfig, mesh) -> None:
   divide over the mesh's data-parallel shards; checked before sampling (a ConfigError naming the
   fields), not met as a shape error in the first update."""
   rows = num_prompts * cfg.group_size
+  if cfg.dynamic_sampling and jax.process_count() > 1:
+    raise ConfigError("rl.dynamic_sampling runs on one process only: its extra sampling rounds "
+                      "differ per process")
+  if num_prompts % jax.process_count():
+    raise ConfigError(f"rl.num_prompts={num_prompts} does not split over {jax.process_count()} "
+                      "processes: each process samples whole groups of its own prompts")
   if rows % cfg.num_minibatches:
     raise ConfigError(f"rl.num_prompts x rl.group_size = {num_prompts} x {cfg.group_size} = {rows} "
                       f"rollout rows do not split into rl.num_minibatches={cfg.num_minibatches} "
@@ -110,14 +116,18 @@ def make_grpo_loss(model, loss_cfg: losses.LossConfig, prompt_len: int,
 
   batch: tokens [N, L], seq_mask [N, L], completion_mask [N, Nc], old_logp, ref_logp [N, Nc],
   advantages [N], and the full rollout's normalisers (num_sequences, num_tokens) so that
-  minibatch losses add up to the full-batch loss.
+  minibatch losses add up to the full-batch loss. Without `old_logp` the update is on-policy
+  (one epoch over one minibatch): the old policy is the current one, so old_logp is
+  stop_gradient(logp), the ratio is exactly 1 and its gradient is the policy gradient, as in
+  TRL, without a separate forward pass.
   """
   def loss_fn(params, batch):
     logits = completion_logits(model, params, batch["tokens"], batch["seq_mask"], prompt_len,
                                temperature)
     logp = losses.log_probs_from_logits(logits, batch["tokens"][:, prompt_len:])
+    old_logp = batch["old_logp"] if "old_logp" in batch else jax.lax.stop_gradient(logp)
     loss, metrics = losses.policy_loss(
-        logp, batch["old_logp"], batch.get("ref_logp"), batch["completion_mask"],
+        logp, old_logp, batch.get("ref_logp"), batch["completion_mask"],
         batch["advantages"], loss_cfg, num_sequences=batch["num_sequences"],
         num_tokens=batch["num_tokens"])
     metrics["entropy"] = jax.lax.stop_gradient(
@@ -194,6 +204,9 @@ def sample_groups(sampler, params, tokenizer, reward_set, prompt_texts: Sequence
                   records: Sequence[dict] | None = None) -> Rollout:
   """G completions per prompt from the current policy, decoded and scored on the host.
 
+  With several processes, each passes its own share of the step's prompts and gets back the
+  rollout of its rows; they agree only on the trained width.
+
   `reward_set(prompts, completions, answers, records=..., completion_lengths=..., truncated=...)`
   sees each row's whole prompt record (task, language, ...), so routing is config.
   """
@@ -207,7 +220,8 @@ def sample_groups(sampler, params, tokenizer, reward_set, prompt_texts: Sequence
   lengths = cmask.sum(1)
   # Train on the columns that hold tokens (rounded up to a multiple of 16 to bound recompiles):
   # completions far shorter than the budget then cost no padded compute.
-  width = min(cmask.shape[1], -(-max(int(lengths.max()), 1) // 16) * 16)
+  longest = multihost.agree_max(max(int(lengths.max()), 1))
+  width = min(cmask.shape[1], -(-longest // 16) * 16)
   comp, cmask = np.asarray(out.completions)[:, :width], cmask[:, :width]
   texts = [tokenizer.decode([t for t in row[:n] if t != tokenizer.eos_id])
            for row, n in zip(comp.tolist(), lengths.tolist())]
@@ -259,27 +273,31 @@ def collect_rollout(sample_fn: Callable[[int, jax.Array], Rollout], num_prompts:
 def train_on_rollout(state: dict, rollout: Rollout, *, cfg: GRPOConfig, update_fn: Callable,
                      logprob_fn: Callable, ref_params: Any | None, mesh, rng: jax.Array
                      ) -> tuple[dict, dict[str, float]]:
-  """Advantages (sharded over the data axes), old/ref log-probs, then mu epochs of minibatch updates."""
+  """Advantages (sharded over the data axes), old/ref log-probs, then mu epochs of minibatch updates.
+
+  `rollout` holds this process's rows; the arrays the update sees are global (see
+  r1jax.multihost), and nothing is gathered back to the host but scalar metrics.
+  """
   t0 = time.perf_counter()
-  check_batch(rollout.tokens.shape[0] // cfg.group_size, cfg, mesh)
+  n = rollout.tokens.shape[0] * jax.process_count()  # rows in the global batch
+  check_batch(n // cfg.group_size, cfg, mesh)
   cmask = rollout.completion_mask.copy()
   if cfg.mask_truncated:
     cmask[rollout.truncated] = 0
   arrays = training.shard_batch({"tokens": rollout.tokens, "seq_mask": rollout.seq_mask,
                                  "completion_mask": cmask}, mesh)
-  rewards = jax.device_put(rollout.rewards, sharding.batch_sharding(mesh, 1))
+  rewards = multihost.to_global(rollout.rewards, mesh)
   arrays["advantages"] = adv_lib.sharded_group_advantages(
       rewards, cfg.group_size, mesh, scale=cfg.advantage_scale, eps=cfg.advantage_eps)
   single_pass = cfg.num_epochs == 1 and cfg.num_minibatches == 1
   if cfg.old_logprobs_from_sampler and single_pass:
     arrays["old_logp"] = training.shard_batch({"x": rollout.sampler_logp}, mesh)["x"]
-  else:
+  elif not single_pass:  # on-policy (single_pass): the loss takes stop_gradient(logp) instead
     arrays["old_logp"] = logprob_fn(state["params"], arrays["tokens"], arrays["seq_mask"])
   if ref_params is not None and cfg.loss.beta > 0:
     arrays["ref_logp"] = logprob_fn(ref_params, arrays["tokens"], arrays["seq_mask"])
   jax.block_until_ready(arrays)
   t1 = time.perf_counter()
-  n = rollout.tokens.shape[0]
   if n % cfg.num_minibatches:
     raise ValueError(f"{n} rollout rows do not split into {cfg.num_minibatches} minibatches")
   mb = n // cfg.num_minibatches
@@ -291,12 +309,11 @@ def train_on_rollout(state: dict, rollout: Rollout, *, cfg: GRPOConfig, update_f
         if cfg.num_minibatches > 1 else np.arange(n)
     for i in range(cfg.num_minibatches):
       idx = np.sort(order[i * mb:(i + 1) * mb])
-      batch = arrays if cfg.num_minibatches == 1 else training.shard_batch(
-          {k: np.asarray(v)[idx] for k, v in arrays.items()}, mesh)
+      batch = arrays if cfg.num_minibatches == 1 else training.take_rows(arrays, idx, mesh)
       state, metrics = update_fn(state, {**batch, **totals})
       history.append(metrics)
-  metrics = jax.tree.map(lambda *xs: float(np.mean([np.asarray(x) for x in xs])), *history)
+  metrics = jax.tree.map(lambda *xs: float(np.mean([multihost.to_local(x) for x in xs])), *history)
   metrics["time/logprobs_s"] = t1 - t0
   metrics["time/update_s"] = time.perf_counter() - t1
-  metrics["advantage_abs_mean"] = float(np.abs(np.asarray(arrays["advantages"])).mean())
+  metrics["advantage_abs_mean"] = float(multihost.to_local(jnp.mean(jnp.abs(arrays["advantages"]))))
   return state, metrics

@@ -19,8 +19,8 @@ import numpy as np
 from absl import logging
 from tqdm import tqdm
 
-from r1jax import (checkpoints, faults, language, optim, preemption, response, sample_grade,
-                   sharding, stages, templates, training)
+from r1jax import (checkpoints, faults, language, multihost, optim, preemption, response,
+                   sample_grade, sharding, stages, templates, training)
 from r1jax.data import prompts as prompt_data
 from r1jax.metrics import MetricsWriter
 from r1jax.models import loading
@@ -128,9 +128,22 @@ def rollout_metrics(r: grpo.Rollout, cfg: grpo.GRPOConfig) -> dict[str, float]:
   out["lang_mix_rate"] = float(np.mean([  # share of rollouts whose CoT mixes languages
       language.mixes_languages(response.cot_text(t), rec.get("language", "en"))
       for t, rec in zip(r.texts, r.records or [{}] * len(r.texts))]))
+  from r1jax import reflection
+  out.update(reflection.stats(r.texts))  # re-checks and reflection words per rollout
   spread = r.rewards.reshape(-1, cfg.group_size).std(1) > 0
   out["groups_with_spread"] = float(spread.mean())
   return out
+
+
+def process_slice(num_prompts: int, what: str) -> slice:
+  """This process's prompts of each step's `num_prompts` (a contiguous, equal share)."""
+  p, i = jax.process_count(), jax.process_index()
+  if num_prompts % p:
+    from r1jax.errors import ConfigError
+    raise ConfigError(f"{num_prompts} {what} prompts per step do not split over {p} processes "
+                      "(rl.num_prompts, data.general_fraction)")
+  per = num_prompts // p
+  return slice(i * per, (i + 1) * per)
 
 
 @stages.register("grpo")
@@ -152,11 +165,13 @@ def run(config, workdir: str) -> dict[str, Any]:
   eval_problems = load_prompts(config, "test")[: config.eval.num_problems]
   n_general = int(round(config.rl.num_prompts * config.data.get("general_fraction", 0.0)))
   prompt_iter = prompt_data.prompt_iterator(train_problems, config.rl.num_prompts - n_general,
-                                            config.seed)
+                                            config.seed, rows=process_slice(
+                                                config.rl.num_prompts - n_general, "reasoning"))
   general_iter = None
   if n_general:
     general_train = general_prompts(config, "train")
-    general_iter = prompt_data.prompt_iterator(general_train, n_general, config.seed + 1)
+    general_iter = prompt_data.prompt_iterator(general_train, n_general, config.seed + 1,
+                                               rows=process_slice(n_general, "general"))
     reward_router.check_records(general_train, "general prompts")
   reward_router.check_records(train_problems, "train prompts")
   general_eval_problems = (general_prompts(config, "test")[: config.eval.general_problems]
@@ -248,19 +263,21 @@ def run(config, workdir: str) -> dict[str, Any]:
       faults.at("update", step + 1)
       if use_ref and config.rl.ref_reset_every and (step + 1) % config.rl.ref_reset_every == 0:
         ref_params = jax.tree.map(lambda x: x.copy(), state["params"])
-      tokens = float(rollout.completion_mask.sum())
-      rows, width = rollout.tokens.shape
+      rows = rollout.tokens.shape[0] * jax.process_count()  # the global batch
+      width = rollout.tokens.shape[1]
+      local = {**rollout_metrics(rollout, cfg), **ds_stats, "time/sampling_s": t1 - t0}
+      metrics = multihost.combine_metrics(local)  # this process's rows -> the whole batch's
+      tokens = metrics["response_length/mean"] * rows
       fpt = model.config.flops_per_token(width)
-      forwards = 1.0 + float(use_ref) + 3.0 * cfg.num_epochs  # old + ref log-probs, fwd + bwd
-      if cfg.old_logprobs_from_sampler and cfg.num_epochs == 1 and cfg.num_minibatches == 1:
-        forwards -= 1.0
+      # old log-probs (none when on-policy: one epoch, one minibatch) + ref + fwd/bwd per epoch
+      on_policy = cfg.num_epochs == 1 and cfg.num_minibatches == 1
+      forwards = float(not on_policy) + float(use_ref) + 3.0 * cfg.num_epochs
       sampled = rows * rollout.prompt_len + tokens  # prefill + one forward per generated token
-      metrics = {**rollout_metrics(rollout, cfg), **train_metrics, **ds_stats,
-                 "time/sampling_s": t1 - t0, "time/train_s": t2 - t1, "time/step_s": t2 - t0,
-                 "tokens_per_s": tokens / max(t2 - t0, 1e-9),
-                 "flops": fpt * (sampled + forwards * rows * width),  # an estimate, see README
-                 "learning_rate": float(optim.make_schedule(optim_cfg)(step)),
-                 "nonfinite_skipped": float(skipped)}
+      metrics.update({**train_metrics, "time/train_s": t2 - t1, "time/step_s": t2 - t0,
+                      "tokens_per_s": tokens / max(t2 - t0, 1e-9),
+                      "flops": fpt * (sampled + forwards * rows * width),  # an estimate, see README
+                      "learning_rate": float(optim.make_schedule(optim_cfg)(step)),
+                      "nonfinite_skipped": float(skipped)})
       writer.write(step + 1, metrics)
       bar.set_postfix(acc=f"{metrics.get('accuracy', float('nan')):.2f}",
                       len=f"{metrics['response_length/mean']:.0f}",

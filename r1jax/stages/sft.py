@@ -139,8 +139,12 @@ def run(config, workdir: str) -> dict[str, Any]:
   state, shards = training.init_state(model, tx, mesh, rules, jax.random.key(config.seed),
                                       params=params)
   del params
-  data_iter = iter(loader.lm_dataset(source, tokenizer, seq_len=config.train.seq_len,
-                                     batch_size=config.train.batch_size, seed=config.seed))
+  num_shards = config.train.get("data_shards", 0) or jax.process_count()
+  data_iter = loader.ShardedBatches(  # each process reads only its shards of the documents
+      lambda shard, rows: loader.lm_dataset(
+          source, tokenizer, seq_len=config.train.seq_len, batch_size=rows, seed=config.seed,
+          shard_index=shard, shard_count=num_shards),
+      num_shards=num_shards, batch_size=config.train.batch_size)
   ckpt = checkpoints.Checkpointer(os.path.join(workdir, loading.CHECKPOINT_DIR), max_to_keep=1)
   start = ckpt.latest_step() or 0
   meta = None
