@@ -47,12 +47,12 @@ def test_reflect_world_is_picked_by_config_and_keyed_apart():
 
 def test_recheck_and_clean_traces():
   world = rw.ReflectWorldConfig()
-  assert rw.recheck(6, [("*", 3), ("*", 1)]) == "wait 6*3=8 8*1=8"
+  assert rw.recheck("6*3*1*9") == "wait Solve 6*3*1*9. 6*3=8 8*1=8 8*9=2"
   assert rw.clean_trace("6*3*1*9", world) == "6*3*1~8 8*9=2"
-  assert rw.clean_trace("6*3*1*9", world, checks=True) == "6*3*1~8 wait 6*3=8 8*1=8 8*9=2"
+  assert rw.clean_trace("6*3*1*9", world, checks=True) == (
+      "6*3*1~8 8*9=2 wait Solve 6*3*1*9. 6*3=8 8*1=8 8*9=2")
   wide = dataclasses.replace(world, min_operands=6, max_operands=6)
-  assert rw.clean_trace("3*4+5*6+1", wide, checks=True) == (
-      "3*4+5~7 wait 3*4=2 2+5=7 7*6+1~3 wait 7*6=2 2+1=3")
+  assert rw.clean_trace("3*4+5*6+1", wide) == "3*4+5~7 7*6+1~3"
   with pytest.raises(ValueError):
     rw.ReflectWorldConfig(mul_digits="")
 
@@ -62,47 +62,51 @@ def _exact(step: str) -> bool:
   return step[3] == "=" and r == tw.apply(a, op, b)
 
 
-def test_writer_slips_carry_and_rechecks_fix_them():
+def test_writer_slips_carry_and_the_recheck_fixes_them():
   """Each step starts from the last result written; a slip carries into the answer (every
-  operation permutes the digits) unless a re-check, always right, follows it."""
+  operation permutes the digits) unless the trace ends with a re-check, which is always right,
+  gives the answer and is an aha exactly when some fast step slipped."""
   rng = random.Random(0)
-  world = dataclasses.replace(SMALL, min_operands=7, max_operands=7, fast_error=0.5,
+  world = dataclasses.replace(SMALL, min_operands=4, max_operands=7, fast_error=0.4,
                               check_share=0.5)
   counts = {"fixed": 0, "slipped": 0, "right": 0}
-  for _ in range(300):
+  for _ in range(400):
     problem = rw.random_problem(rng, world, test=False)
     trace, answer = rw.write_trace(rng, world, problem)
-    words, acc, standing = trace.split(), problem[0], True
-    for i, w in enumerate(words):
-      if w == rw.WAIT:
-        continue
+    fast, _, check = trace.partition(f" {rw.WAIT} ")
+    words, acc = fast.split(), problem[0]
+    for w in words:
       assert w[0] == acc and (w[-2] == rw.FAST or _exact(w)), trace
-      if w[-2] == rw.FAST:
-        checked = i + 1 < len(words) and words[i + 1] == rw.WAIT
-        right = int(w[-1]) == rw._value(w[:-2])
-        standing &= right or checked
-        counts["fixed" if checked and not right else "right" if right else "slipped"] += 1
-        if checked:
-          continue  # the re-check's steps start from this step's first operand
       acc = w[-1]
-    assert answer == acc and (answer == tw.solve(problem)) == standing, trace
-    assert len(rw.corrections(f"<think>{trace}</think>")) == sum(
-        w[-2] == rw.FAST and words[i + 1:i + 2] == [rw.WAIT] and int(w[-1]) != rw._value(w[:-2])
-        for i, w in enumerate(words))
+    slipped = [w for w in words if w[-2] == rw.FAST and int(w[-1]) != rw._value(w[:-2])]
+    if check:
+      assert check == f"Solve {problem}. {tw.trace(problem)}", trace
+      assert answer == tw.solve(problem), trace
+      # The re-check redoes each step from the true running value: it corrects the slips
+      # made on a right running value (the first slip, at least).
+      truth = [str(rw._value(problem[:2 * k + 1])) for k in range(0, len(problem) // 2, 2)]
+      on_truth = [w for w, t in zip(words, truth) if w in slipped and w[0] == t]
+      assert [c["step"] for c in rw.corrections(f"<think>{trace}</think>")] == on_truth, trace
+      assert on_truth[:1] == slipped[:1]
+    else:
+      assert answer == acc and (slipped or answer == tw.solve(problem)), trace
+      assert len(slipped) != 1 or answer != tw.solve(problem), trace  # (two may cancel out)
+      assert rw.corrections(f"<think>{trace}</think>") == []
+    counts["fixed" if check and slipped else "slipped" if slipped else "right"] += 1
   assert min(counts.values()) > 30, counts
 
 
 def test_corrections_need_a_wrong_step_and_a_right_recheck():
-  fixed = "<think>6*3*1~5 wait 6*3=8 8*1=8 8*9=2</think><answer>2</answer>"
-  assert rw.corrections(fixed) == [{"step": "6*3*1~5", "check": "wait 6*3=8 8*1=8 8*9=2"}]
-  late = "<think>6*3*1~5 5*9=5 wait 6*3=8 8*1=8 8*9=2</think>"  # a re-check of the whole
-  assert rw.corrections(late) == [{"step": "6*3*1~5", "check": "wait 6*3=8 8*1=8 8*9=2"}]
+  fixed = "<think>6*3*1~5 5*9=5 wait Solve 6*3*1*9. 6*3=8 8*1=8 8*9=2</think><answer>2</answer>"
+  check = "wait Solve 6*3*1*9. 6*3=8 8*1=8 8*9=2"
+  assert rw.corrections(fixed) == [{"step": "6*3*1~5", "check": check}]
+  assert rw.corrections("<think>6*3*1~5 wait 6*3=8 8*1=8</think>") != []  # right after it
   assert rw.corrections("<think>6*3*1~8 8*9=2 wait 6*3=8 8*1=8 8*9=2</think>") == []  # right
   assert rw.corrections("<think>6*3*1~5 5*9=5 wait 6*3=8 8*1=3 3*9=7</think>") == []  # wrong
   assert rw.corrections("<think>6*3*1~5 5*9=5 wait 6*3=8</think>") == []  # stops halfway
   assert rw.corrections("<think>6*3*1~5 5*9=5 wait 6*7=2 2*1=2</think>") == []  # other step
   assert rw.corrections("<think>6*3*1~5 5*9=5 6*3=8 8*1=8</think>") == []  # no wait
-  assert rw.corrections("<think>6*3*1~5 wait 6*3=8 8*1=8") != []  # unclosed reasoning counts
+  assert rw.corrections("<think>6*3*1~5 wait Solve 6*3*1. 6*3=8 8*1=8") != []  # unclosed
 
 
 def test_corpus_mix_and_splits():
@@ -113,7 +117,7 @@ def test_corpus_mix_and_splits():
   # Re-checking is a rare habit in chat answers (check_share) and a common skill in worked
   # solutions (worked_check_share).
   assert 0.02 < kinds["reflect"] / (kinds["think"] + kinds["reflect"]) < 0.06
-  assert kinds["worked_think"] == 0 and kinds["worked_reflect"] > 0.25
+  assert 0.45 < kinds["worked_reflect"] / (kinds["worked_think"] + kinds["worked_reflect"]) < 0.55
   chat = [d for d in docs if d["kind"] in ("think", "reflect")]
   right = sum(tw.is_correct(d["completion"], tw.solve(d["prompt"][6:].split("\n")[0]))
               for d in chat) / len(chat)

@@ -57,7 +57,7 @@ from r1jax.data.toy_world import (  # noqa: F401
 from r1jax.templates import format_prompt
 
 # Bump whenever the generated text changes: prepared TFDS data is keyed by it.
-FORMAT_VERSION = 5
+FORMAT_VERSION = 6
 FAST = "~"  # a fast step's result: `3*4+5~7` ("about 7"); exact steps write `=`
 WAIT = "wait"  # opens a re-check
 REFLECTION_WORDS = (WAIT,)
@@ -88,7 +88,7 @@ class ReflectWorldConfig(toy_world.ToyWorldConfig):
   check_share: float = 0.04
   # ... and in worked solutions, outside any chat: they teach the re-check as a skill (as the
   # default world's worked solutions teach the trace) without making it the chat habit.
-  worked_check_share: float = 1.0
+  worked_check_share: float = 0.5
   # Facts per fact document (`3*4=2 5+6=1 ...`): single operations must be known by heart.
   facts_per_doc: int = 8
 
@@ -144,37 +144,32 @@ def _expr(acc: int, ops: list[tuple[str, int]]) -> str:
   return str(acc) + "".join(f"{op}{b}" for op, b in ops)
 
 
-def recheck(acc: int, ops: list[tuple[str, int]]) -> str:
-  """`wait 6*3=8 8*1=8`: the fast step just written, again, one exact step per operation. Its
-  operands are copied from that step, a few tokens back, however long the prompt."""
-  steps = []
-  for op, b in ops:
-    r = apply(acc, op, b)
-    steps.append(f"{acc}{op}{b}={r}")
-    acc = r
-  return " ".join([WAIT, *steps])
+def recheck(problem: str) -> str:
+  """`wait Solve 6*3*1*1. 6*3=8 8*1=8 8*1=8`: the problem restated and solved again, one exact
+  step per operation, as a worked solution (`Solve P. ...`) lays it out: the layout in which
+  the base already fetches each operand from the problem right before it."""
+  return f"{WAIT} Solve {problem}. {toy_world.trace(problem)}"
 
 
 def write_trace(rng: random.Random, cfg: ReflectWorldConfig, problem: str,
                 check_share: float | None = None) -> tuple[str, str]:
   """The writer's trace and the answer it reaches: fast steps of `fuse` operations (a last
-  shorter one exact), each wrong with probability fast_error and re-checked right after with
-  probability check_share (default: the config's). A re-check is always right and the trace
-  goes on from it; a slip nobody re-checks carries into the answer."""
+  shorter one exact), each wrong with probability fast_error, a slip carried on; then, with
+  probability check_share (default: the config's), a re-check of the whole problem that is
+  always right and gives the answer."""
   check_share = cfg.check_share if check_share is None else check_share
   nums, ops = parse(problem)
   pairs = list(zip(ops, nums[1:]))
   acc, parts = nums[0], []
   for i in range(0, len(pairs), cfg.fuse):
     chunk = pairs[i:i + cfg.fuse]
-    fast = true = _fold(acc, chunk)
+    fast = _fold(acc, chunk)
     if len(chunk) > 1 and rng.random() < cfg.fast_error:
-      fast = (true + 1 + rng.randrange(9)) % 10
+      fast = (fast + 1 + rng.randrange(9)) % 10
     parts.append(f"{_expr(acc, chunk)}{FAST if len(chunk) > 1 else '='}{fast}")
-    if len(chunk) > 1 and rng.random() < check_share:
-      parts.append(recheck(acc, chunk))
-      fast = true
     acc = fast
+  if rng.random() < check_share:
+    return " ".join([*parts, recheck(problem)]), solve(problem)
   return " ".join(parts), str(acc)
 
 
@@ -225,10 +220,13 @@ def corrections(text: str) -> list[dict]:
     if not m or int(m[2]) == _value(m[1]):
       continue  # not a wrong fast step
     for j in (j for j in range(i + 1, len(words)) if words[j] == WAIT):
-      end = j + 1
+      start = j + 1  # the re-check's exact steps, after any restated problem
+      while start < len(words) and words[start] != WAIT and not _EXACT_STEP.fullmatch(words[start]):
+        start += 1
+      end = start
       while end < len(words) and _EXACT_STEP.fullmatch(words[end]):
         end += 1
-      if any(_unfolds(words, k, m[1]) for k in range(j + 1, end)):
+      if any(_unfolds(words, k, m[1]) for k in range(start, end)):
         out.append({"step": word, "check": " ".join(words[j:end])})
         break
   return out
