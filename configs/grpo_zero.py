@@ -14,7 +14,7 @@ configs/toy_base.py when it is missing. Variants after ':' (comma separated):
   world=reflect    the reflect world (r1jax/data/reflect_world.py) and its own base
                    (workdirs/toy_base_world_reflect): a base that thinks in fast steps and rarely
                    re-checks one; RL grows the re-checks, and with them length and accuracy
-                   (README "The reflect world"; workdirs/grpo_zero_reflect)
+                   (workdirs/grpo_zero_reflect; r1jax/data/reflect_world.py explains the design)
 Paper (R1-Zero) vs toy defaults:
   lr 3e-6 vs 2e-4, beta 0.001 vs 0, G 16 vs 8, 32 prompts vs 16, T 1.0 vs 1.0,
   32,768 tokens vs 48, 10,400 steps vs 40.
