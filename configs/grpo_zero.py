@@ -66,12 +66,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 
 def reflect(c: ml_collections.ConfigDict, smoke: bool) -> None:
-  """R1-Zero on the reflect world: a budget with room for a re-check of every fast step, evals
-  often enough to time the curves, and every eval's checkpoint kept so that
-  `python -m r1jax.reflection` can re-sample the first aha."""
+  """R1-Zero on the reflect world (README "The reflect world"): a budget with room for a
+  re-check, a learning rate low enough that the habit grows over ~60 steps instead of 10
+  (1e-5; the paper's is 3e-6), DAPO's token-level loss (GRPO's per-response mean gives each
+  token of a long, re-checked answer less credit than one of a short guess, and on this world
+  drifts to short guesses), and every eval's checkpoint kept for `python -m r1jax.reflection`."""
   c.name = "grpo_zero_reflect"
   c.parents.init = common.stage_parent("toy_base", smoke, variant="world=reflect")
   c.num_steps = 120
-  c.rl.max_new_tokens = 64  # a trace with its re-check and correction: ~40 tokens
+  c.optim.learning_rate = 1e-5
+  c.rl.loss.aggregation = "dapo"
+  c.rl.max_new_tokens = 64  # a re-checked answer is ~54 tokens; 48 leaves no room for one
   c.eval.update({"every": 10, "max_new_tokens": 64, "reflection": True})
   c.checkpoint_every, c.keep_checkpoints = 10, 13

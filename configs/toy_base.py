@@ -9,9 +9,9 @@ needs the base builds it with this file when it is missing. Variants after ':':
   smoke      a one-layer model, three steps (the tests)
   student    the distillation student's base: the same corpus and tokenizer, a model at half
              width and depth (configs/distill.py; workdirs/toy_base_student)
-  world=reflect  the base of the reflect world (r1jax/data/reflect_world.py): its own corpus and
-             tokenizer, a model that thinks in fast steps and rarely re-checks one
-             (configs/grpo_zero.py:world=reflect; workdirs/toy_base_world_reflect)
+  world=reflect  the base of the reflect world (r1jax/data/reflect_world.py): the default base
+             pre-trained further on that world's corpus; it answers with a fast step and rarely
+             re-checks it (configs/grpo_zero.py:world=reflect; workdirs/toy_base_world_reflect)
 """
 import ml_collections
 
@@ -40,11 +40,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 
 def reflect(c: ml_collections.ConfigDict, smoke: bool) -> None:
-  """The reflect world's base: the default base, pre-trained further on the reflect corpus. From
-  scratch, a small model learns the single-digit facts far slower beside the fast steps'
-  hard-to-fit targets (29-56% of facts right after 500 steps, against 100% for the default
-  base), and a re-check is only worth what its facts are."""
-  c.model.init = "parent"  # its tokenizer too: `~` and `wait` are a few pieces of it
+  """The reflect world's base: the default base, pre-trained 300 steps more on the reflect
+  corpus (its tokenizer too: `~` and `wait` are a few of its pieces). From scratch, 500 steps
+  left a model that knew 29-56% of the single-digit facts and fetched the operands of longer
+  problems at random: a re-check is only worth the facts and the fetching it rests on."""
+  c.model.init = "parent"
   c.parents.init = common.stage_parent("toy_base", smoke)
   c.train.num_steps = 300
   c.optim = common.optim(1e-3, "cosine", warmup_steps=20, weight_decay=0.01, b2=0.999)

@@ -57,7 +57,7 @@ def plot(workdir: str, out: str) -> str:
     if aha:
       ax.axvline(min(aha), color="gray", ls=":", label=f"first aha (step {min(aha)})")
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=8)
   fig.suptitle(os.path.basename(os.path.abspath(workdir)))
   fig.tight_layout()
   fig.savefig(out, dpi=120)
@@ -65,31 +65,27 @@ def plot(workdir: str, out: str) -> str:
 
 
 def _reflection_panels(records, rate_ax, words_ax) -> None:
-  for key, label, style in (("reflection_rate", "rollout reflection rate", "-"),
-                            ("eval/reflection_rate", "held-out reflection rate", "o-")):
+  for key, label, style in (("reflection_rate", "rollouts", "-"),
+                            ("eval/reflection_rate", "held-out", "o-")):
     x, y = series(records, key)
     if x:
       rate_ax.plot(x, y, style, label=label, alpha=0.6 if style == "-" else 1.0)
   rate_ax.set(xlabel="step", ylabel="share of responses", ylim=(0, 1),
-              title="responses with a re-check")
-  checks = rate_ax.twinx()
-  for key, label, style in (("rechecks_per_response", "rollout re-checks / response", "--"),
-                            ("eval/rechecks_per_response", "held-out re-checks / response", "s--")):
+              title="reflection rate (responses with a re-check)")
+  for key, label, style in (("rechecks_per_response", "re-checks (rollouts)", "-"),
+                            ("eval/rechecks_per_response", "re-checks (held-out)", "s")):
     x, y = series(records, key)
     if x:
-      checks.plot(x, y, style, color="tab:red", label=label, alpha=0.5 if style == "--" else 0.9,
-                  ms=3)
-  checks.set_ylabel("re-checks per response")
-  checks.legend(loc="lower right", fontsize=8)
+      words_ax.plot(x, y, style, color="black", ms=4, label=label, alpha=0.5)
   words = sorted({k.split("/", 1)[1] for r in records for k in r
                   if k.startswith("reflection_words/")})
   for w in words:
     x, y = series(records, f"reflection_words/{w}")
-    words_ax.plot(x, y, "-", label=f'"{w}" (rollouts)', alpha=0.8)
+    words_ax.plot(x, y, "--", label=f'"{w}" (rollouts)', alpha=0.8)
     x, y = series(records, f"eval/reflection_words/{w}")
     if x:
       words_ax.plot(x, y, "o", ms=3, label=f'"{w}" (held-out)')
-  words_ax.set(xlabel="step", ylabel="occurrences per response", title="reflection words")
+  words_ax.set(xlabel="step", ylabel="per response", title="re-checks and reflection words")
 
 
 def main(_):

@@ -7,8 +7,9 @@ and corrects itself. Here:
   rechecks_per_response   re-checks per response
   reflection_words/<w>    occurrences of each reflection word per response
 The GRPO stage logs them for its rollouts; a held-out eval with `eval.reflection` logs them as
-`eval/...`, with `eval/num_aha_samples`: the held-out samples in which a re-check corrects a
-wrong step (r1jax.data.reflect_world.corrections). The first eval with one is the aha moment:
+`eval/...`, with `eval/num_aha_samples`: the held-out samples that a re-check saves, i.e. one
+that corrects a wrong step (r1jax.data.reflect_world.corrections) in a right answer. The first
+eval with one is the aha moment:
 
   python -m r1jax.reflection --workdir=workdirs/grpo_zero_reflect
 
@@ -48,16 +49,16 @@ def stats(texts: Iterable[str], prefix: str = "") -> dict[str, float]:
 
 
 def aha_samples(records: Sequence[dict]) -> list[dict]:
-  """Samples (in problem, then sample order) whose reasoning holds a re-check that corrects a
-  wrong step: {id, problem, gold, completion, correct, corrections}."""
+  """Graded samples (in problem, then sample order) that a re-check saves: their reasoning
+  holds a re-check that corrects a wrong step, and their final answer is right.
+  {id, problem, gold, completion, corrections}."""
   out = []
   for r in records:
-    for i, c in enumerate(r["completions"]):
-      fixes = reflect_world.corrections(c) if isinstance(c, str) else []
+    for c, ok in zip(r["completions"], r["correct"]):
+      fixes = reflect_world.corrections(c) if ok and isinstance(c, str) else []
       if fixes:
         out.append({"id": r.get("id"), "problem": r["problem"], "gold": r.get("gold"),
-                    "completion": c, "correct": bool((r.get("correct") or [None] * (i + 1))[i]),
-                    "corrections": fixes})
+                    "completion": c, "corrections": fixes})
   return out
 
 
@@ -73,8 +74,7 @@ def format_aha(step: int, aha: dict) -> str:
   fix = aha["corrections"][0]
   return (f"aha moment at step {step}: held-out problem {aha['problem']} (answer {aha['gold']})\n"
           f"  {aha['completion']}\n"
-          f"  the step {fix['step']} is wrong; the re-check `{fix['check']}` corrects it"
-          f" ({'right' if aha['correct'] else 'wrong'} final answer)")
+          f"  the step {fix['step']} is wrong; the re-check `{fix['check']}` corrects it")
 
 
 # --------------------------------------------------------------------------------- the curves
@@ -96,10 +96,23 @@ def curve_summary(records: Sequence[dict], window: int = 10) -> dict[str, float]
          "length_start": first["eval/mean_response_length"],
          "length_end": last["eval/mean_response_length"]}
   out["length_ratio"] = out["length_end"] / max(out["length_start"], 1e-9)
+  # When each curve rose: the first evals at 10% and at 90% of its total change.
+  for key, name in (("eval/pass@1", "pass@1"), ("eval/mean_response_length", "length")):
+    out[f"{name}_rise_from"], out[f"{name}_rise_to"] = rise_window(evals, key)
   for key in ("reflection_rate", "rechecks_per_response"):
     if f"eval/{key}" in first:
       out[f"{key}_start"], out[f"{key}_end"] = first[f"eval/{key}"], last[f"eval/{key}"]
   return out
+
+
+def rise_window(evals: Sequence[dict], key: str) -> tuple[float, float]:
+  """The steps of the first evals at which `key` has covered 10% and 90% of its change from the
+  first eval to the last (nan, nan when it did not grow)."""
+  start, change = evals[0][key], evals[-1][key] - evals[0][key]
+  if change <= 0:
+    return float("nan"), float("nan")
+  reached = lambda f: next(r["step"] for r in evals if r[key] - start >= f * change)
+  return reached(0.1), reached(0.9)
 
 
 # ------------------------------------------------------------------------------ the aha moment

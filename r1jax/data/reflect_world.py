@@ -1,36 +1,43 @@
 """The reflect world: a toy world in which thinking longer pays, so R1-Zero's self-evolution shows.
 
-In the default toy world RL only *selects* a skill the base already has (step-by-step traces), so
-accuracy and length jump within a few steps and then stop. Here the base already thinks, but
-fast, and the only way to get better is to spend more tokens per problem; RL has to grow that
-habit one re-check at a time.
+In the default toy world RL only *selects* a skill the base already uses now and then (a
+step-by-step trace, 15% of chat answers, +85 points): accuracy and length jump within ten steps
+and stop. Here the base already thinks, but too fast to be right, and what pays is a habit it
+almost never shows: stopping to re-check. RL has to grow that habit from a few percent of
+answers, and the habit costs tokens, so held-out accuracy, response length and the reflection
+rate rise together (README "The reflect world" has the curves).
 
-Problems are the default world's left-to-right `+`/`*` chains mod 10, longer and of several
-difficulties (5-8 operands by default). The corpus writer solves them with *fast steps* that fold
-`fuse` (2) operations into one result, `3*4+5~7`, and makes a slip on a fast step with
-probability `fast_error`. Now and then (`check_share` of fast steps) the writer re-checks one:
-`wait`, the same operations one at a time, then `not X` when the fast result was wrong, and goes
-on from the checked value:
+Problems are the default world's four-operand `+`/`*` chains, left to right mod 10, except that
+`*` takes only 1, 3, 7 or 9 (`mul_digits`): every operation then permutes the digits, so one
+wrong step always makes a wrong answer and guessing pays 10% (with `*0` or `*5`, "0" alone pays
+about 25%, and RL on a weak reasoner drifts to guessing it). Chat answers in the corpus are
+*fast*: the first two operations folded into one step written with `~` ("about"), then the last
+one exact:
 
-    3*4+5~9 wait 3*4=2 2+5=7 not 9 7*6+1~3
+    6*3*1~8 8*1=8                                  (a fast answer; slips 20% of the time)
+    6*3*1~5 5*1=5 wait Solve 6*3*1*1. 6*3=8 8*1=8 8*1=8    (re-checked: the answer is 8)
 
-Why a re-check is more reliable than the step it checks, even after RL: a fast step asks the
-small model for two lookups composed in one token, over 10^3 x 4 digit/operator triples it has
-seen about ten times each, so its fast steps stay wrong a good share of the time however sharp
-RL makes them (each triple would need its own gradient); the re-check writes one operation per
-token, the single-digit facts the model knows by heart (fact documents), and copies its operands
-from the step just written. A re-check costs ~13 tokens and fixes one step, so accuracy is a
-product over fast steps, each raised by a re-check: a habit that grows a little per step gives
-accuracy and length that grow together, and harder problems (more fast steps) pay for more
-re-checks, as long as the length budget (`rl.max_new_tokens`) leaves room for them. In the
-base model the habit is rare (`check_share`), and rarer still at the evaluation temperature:
-the held-out reflection rate starts near zero, so a held-out re-check that corrects a wrong step
-(`corrections`) marks the "aha moment" when it first appears.
+A few of them (`check_share`, 6%) end with a re-check: `wait`, the problem restated and solved
+again one exact step at a time, whose result is the answer. Worked solutions outside any chat
+re-check half the time (`worked_check_share`): they teach the re-check as a skill while chat
+keeps it a rare habit, as the default world's worked solutions teach its trace.
 
-Everything that does not depend on the trace (held-out split by hash, general prompts, cold
-start, preferences) is the default world's, run on this config. The default world's texts do
-not change: this module is chosen by `ToyWorldConfig` subclass (`GENERATOR`), and its prepared
-data is keyed by its own FORMAT_VERSION.
+Why the re-check is more reliable than the step it checks, even after RL: a fast step asks the
+small model for two lookups composed in one token; it gets them right ~11% of the time (chance
+is 10%) however well it knows the single-digit facts (100%), so no sharpening of the fast step
+helps, and learning the ~2,000 compositions one by one is slow. The re-check writes the default
+world's trace after a restated problem, the worked-solution layout in which the base fetches
+every operand from the problem right before it: 96% right at T 0.6 after a slipped fast step
+(an earlier design, re-checking the fast step by copying its operands in place, got 25%).
+A re-checked answer is ~54 tokens against ~19, so the budget (`rl.max_new_tokens`) must leave
+room for it. The base re-checks ~4% of answers at T 1 and none at T 0.6 (the held-out eval):
+the first held-out sample whose re-check corrects a wrong step and saves the answer
+(`corrections`, r1jax.reflection) is the run's "aha moment".
+
+Everything that does not depend on the trace (general prompts, cold start, preferences) is the
+default world's, run on this config. The default world's texts do not change: this module is
+chosen by the ToyWorldConfig subclass (`GENERATOR`), and its prepared data is keyed by its own
+FORMAT_VERSION.
 """
 from __future__ import annotations
 
@@ -57,7 +64,7 @@ from r1jax.data.toy_world import (  # noqa: F401
 from r1jax.templates import format_prompt
 
 # Bump whenever the generated text changes: prepared TFDS data is keyed by it.
-FORMAT_VERSION = 6
+FORMAT_VERSION = 7
 FAST = "~"  # a fast step's result: `3*4+5~7` ("about 7"); exact steps write `=`
 WAIT = "wait"  # opens a re-check
 REFLECTION_WORDS = (WAIT,)
@@ -74,22 +81,21 @@ class ReflectWorldConfig(toy_world.ToyWorldConfig):
   # digits, so a wrong step always gives a wrong answer and no answer is likelier than another
   # (guessing pays 10%; with `*0` and `*5` in play, "0" alone would pay about 25%).
   mul_digits: str = "1379"
-  # Corpus mix: facts teach the single-operation steps a re-check writes; the rest are traces.
+  # Corpus mix: facts keep the single-operation steps a re-check writes; the rest are traces.
   fact_share: float = 0.2
   worked_share: float = 0.3
   general_share: float = 0.05
   mixed_share: float = 0.0  # no language mixing: this world is about reflection
   cold_start_mixed_share: float = 0.0
-  # Operations folded into one fast step (a last shorter step takes what is left).
+  # Operations folded into one fast step (a last step takes what is left, exact when single).
   fuse: int = 2
-  # The writer's slip rate on a fast step (a uniformly random wrong digit); single steps never slip.
+  # The writer's slip rate on a fast step (a random wrong digit); exact steps never slip.
   fast_error: float = 0.2
-  # Share of fast steps the writer re-checks in chat answers: how often the base model reflects.
-  check_share: float = 0.04
-  # ... and in worked solutions, outside any chat: they teach the re-check as a skill (as the
-  # default world's worked solutions teach the trace) without making it the chat habit.
+  # Share of chat answers the writer re-checks: how often the base model reflects.
+  check_share: float = 0.06
+  # ... and of worked solutions, outside any chat: the re-check as a skill, not a chat habit.
   worked_check_share: float = 0.5
-  # Facts per fact document (`3*4=2 5+6=1 ...`): single operations must be known by heart.
+  # Facts per fact document (`3*4=2 5+6=1 ...`).
   facts_per_doc: int = 8
 
   def __post_init__(self):
