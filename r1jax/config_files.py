@@ -39,3 +39,14 @@ def load(spec: str) -> ml_collections.ConfigDict:
     return module.get_config(arg or None)
   except ValueError as e:
     raise ConfigError(f"{spec}: {e}") from e
+
+
+def default_workdir(spec: str) -> str:
+  """Where `--config=spec` runs without --workdir: where a stage that names it as its parent
+  looks for it (configs/common.stage_parent). `configs/grpo_zero.py:world=reflect` ->
+  workdirs/grpo_zero_world_reflect; a smoke variant goes under workdirs/smoke/."""
+  path, _, arg = spec.partition(":")
+  parts = [a.strip() for a in arg.split(",") if a.strip()]
+  name = "_".join([os.path.splitext(os.path.basename(path))[0]]
+                  + [a.replace("=", "_") for a in parts if a != "smoke"])
+  return os.path.join("workdirs", *(["smoke"] if "smoke" in parts else []), name)

@@ -30,7 +30,9 @@ from r1jax.errors import ConfigError, R1jaxError
 from r1jax.runner import check_config, run_stage  # noqa: F401  (the library entry point)
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to an ml_collections config file.")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and outputs.")
+_WORKDIR = flags.DEFINE_string(
+    "workdir", None, "Directory for checkpoints, logs and outputs (default: where a stage would "
+    "look for this run as its parent, e.g. workdirs/grpo_zero_world_reflect).")
 
 TRACEBACK_ENV = "R1JAX_TRACEBACK"
 # What a user can fix: reported as one line. OS errors other than these (a full disk, an I/O
@@ -173,7 +175,7 @@ def main(argv):
   logging.get_absl_handler().addFilter(_QuietLibraries())
   from r1jax import multihost
   multihost.maybe_initialize_distributed()
-  workdir = _WORKDIR.value or os.path.join("workdirs", str(_CONFIG.value.get("stage", "run")))
+  workdir = _WORKDIR.value or config_files.default_workdir(flags.FLAGS["config"].config_filename)
   from r1jax.preemption import Preempted
   try:
     result = run_stage(_CONFIG.value, workdir)

@@ -148,3 +148,14 @@ def test_a_workdir_refuses_another_stage(pipeline):
   control = config_files.load("configs/distill.py:smoke,control")
   with pytest.raises(ConfigError, match="holds a 'sft' run; refusing to run stage 'grpo'"):
     runner.run_stage(control, os.path.join(pipeline["workdir"], "distill"))
+
+
+@pytest.mark.parametrize("stem,smoke,variant", [
+    ("toy_base", False, ""), ("toy_base", True, ""), ("toy_base", False, "world=reflect"),
+    ("toy_base", True, "world=reflect"), ("grpo_zero", False, "model=smollm2")])
+def test_default_workdir_is_where_children_look(stem, smoke, variant):
+  """`python -m r1jax.main --config=SPEC` without --workdir runs where a stage naming SPEC as its
+  parent looks for it, so building a parent by hand and letting a child build it agree."""
+  from configs import common
+  expected = common.stage_parent(stem, smoke, variant)
+  assert config_files.default_workdir(expected.config) == expected.dir
