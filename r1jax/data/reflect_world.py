@@ -5,7 +5,7 @@ step-by-step trace, 15% of chat answers, +85 points): accuracy and length jump w
 and stop. Here the base already thinks, but too fast to be right, and what pays is a habit it
 almost never shows: stopping to re-check. RL has to grow that habit from a few percent of
 answers, and the habit costs tokens, so held-out accuracy, response length and the reflection
-rate rise together (README "The reflect world" has the curves).
+rate rise together (the README section "R1-Zero's self-evolution" has the curves).
 
 Problems are the default world's four-operand `+`/`*` chains, left to right mod 10, except that
 `*` takes only 1, 3, 7 or 9 (`mul_digits`): every operation then permutes the digits, so one
