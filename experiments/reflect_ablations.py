@@ -7,7 +7,7 @@ reflect base (built first when missing) in `<out>/<variant>`; a finished run is 
 The table gives, per variant, what the issue's criteria read from the held-out curves
 (r1jax.reflection.curve_summary): pass@1 at the start and end, the largest share of the gain
 inside 10 steps, the length ratio, the reflection rate at the start and end, the first aha step,
-and the RL wall time. It is printed as markdown and written, with every run's summary, to
+the mean share of clipped tokens, and the RL wall time (steps and evals). It is printed as markdown and written, with every run's summary, to
 `<out>/ablations.json`; `--plot` draws every variant's held-out curves in one figure.
 """
 from __future__ import annotations
@@ -83,14 +83,16 @@ def run(name: str, steps: int, out: str) -> dict:
   summary["rl_wall_s"] = sum(r.get("time/step_s", 0.0) + r.get("eval/time_s", 0.0)
                              for r in records)
   summary["first_aha_step"] = reflection.first_aha_step(workdir)
+  clipped = [r["clip_frac"] for r in records if r.get("clip_frac") is not None]
+  summary["clip_frac_mean"] = sum(clipped) / max(len(clipped), 1)
   return {"variant": name, "knob": VARIANTS[name][0], "summary": summary,
           "criteria": criteria(summary)}
 
 
 def table(rows: list[dict]) -> str:
   lines = ["| variant | pass@1 start -> end | largest 10-step share | length start -> end | "
-           "reflection start -> end | first aha | RL min | all criteria |",
-           "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+           "reflection start -> end | first aha | clipped tokens | RL min | all criteria |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
   for r in rows:
     s = r["summary"]
     aha = "-" if s["first_aha_step"] is None else s["first_aha_step"]
@@ -98,7 +100,8 @@ def table(rows: list[dict]) -> str:
         f"| {r['knob']} | {s['pass@1_start']:.1%} -> {s['pass@1_end']:.1%} | "
         f"{s['max_window_share']:.2f} | {s['length_start']:.0f} -> {s['length_end']:.0f} "
         f"(x{s['length_ratio']:.2f}) | {s.get('reflection_rate_start', 0):.1%} -> "
-        f"{s.get('reflection_rate_end', 0):.1%} | {aha} | {s['rl_wall_s'] / 60:.1f} | "
+        f"{s.get('reflection_rate_end', 0):.1%} | {aha} | {s['clip_frac_mean']:.2%} | "
+        f"{s['rl_wall_s'] / 60:.1f} | "
         f"{'yes' if all(r['criteria'].values()) else 'no: ' + ', '.join(k for k, v in r['criteria'].items() if not v)} |")
   return "\n".join(lines)
 
