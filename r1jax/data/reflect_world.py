@@ -30,7 +30,8 @@ world's trace after a restated problem, the worked-solution layout in which the 
 every operand from the problem right before it: 96% right at T 0.6 after a slipped fast step
 (an earlier design, re-checking the fast step by copying its operands in place, got 25%).
 A re-checked answer is ~54 tokens against ~19, so the budget (`rl.max_new_tokens`) must leave
-room for it. The base re-checks ~4% of answers at T 1 and none at T 0.6 (the held-out eval):
+room for it. The base re-checks ~11% of answers at T 1 (its first rollouts) and none at T 0.6
+(the held-out eval):
 the first held-out sample whose re-check corrects a wrong step and saves the answer
 (`corrections`, r1jax.reflection) is the run's "aha moment".
 
