@@ -31,9 +31,8 @@ every operand from the problem right before it: 96% right at T 0.6 after a slipp
 (an earlier design, re-checking the fast step by copying its operands in place, got 25%).
 A re-checked answer is ~54 tokens against ~19, so the budget (`rl.max_new_tokens`) must leave
 room for it. The base re-checks ~11% of answers at T 1 (its first rollouts) and none at T 0.6
-(the held-out eval):
-the first held-out sample whose re-check corrects a wrong step and saves the answer
-(`corrections`, r1jax.reflection) is the run's "aha moment".
+(the held-out eval): the first held-out sample whose re-check corrects a wrong step and saves
+the answer (`corrections`, r1jax.reflection) is the run's "aha moment".
 
 Everything that does not depend on the trace (general prompts, cold start, preferences) is the
 default world's, run on this config. The default world's texts do not change: this module is
