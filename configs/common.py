@@ -59,11 +59,12 @@ def parent(dir: str, config: str = "") -> ConfigDict:  # noqa: A002
 
 
 def stage_parent(stage_file: str, smoke: bool, variant: str = "") -> ConfigDict:
-  """The parent built by configs/<stage_file>.py in its default workdir."""
+  """The parent built by configs/<stage_file>.py in its default workdir (the one
+  `python -m r1jax.main` uses without --workdir)."""
+  from r1jax import config_files
   arg = ",".join(filter(None, ["smoke" if smoke else "", variant]))
   spec = f"configs/{stage_file}.py" + (f":{arg}" if arg else "")
-  return parent(workdir(stage_file + (f"_{variant.replace('=', '_')}" if variant else ""), smoke),
-                spec)
+  return parent(config_files.default_workdir(spec), spec)
 
 
 def toy_world(c: ConfigDict, world: str) -> None:

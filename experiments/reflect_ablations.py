@@ -82,7 +82,7 @@ def run(name: str, steps: int, out: str) -> dict:
   summary = reflection.curve_summary(records)
   summary["rl_wall_s"] = sum(r.get("time/step_s", 0.0) + r.get("eval/time_s", 0.0)
                              for r in records)
-  summary["first_aha_step"] = reflection.first_aha_step(workdir)
+  summary["first_aha_step"] = reflection.first_aha_step(records)
   clipped = [r["clip_frac"] for r in records if r.get("clip_frac") is not None]
   summary["clip_frac_mean"] = sum(clipped) / max(len(clipped), 1)
   return {"variant": name, "knob": VARIANTS[name][0], "summary": summary,

@@ -116,10 +116,9 @@ def rise_window(evals: Sequence[dict], key: str) -> tuple[float, float]:
 
 
 # ------------------------------------------------------------------------------ the aha moment
-def first_aha_step(workdir: str) -> int | None:
-  """The first eval step of a run whose held-out samples hold an aha (metrics.jsonl)."""
-  from r1jax.metrics import read_metrics
-  steps = [r["step"] for r in read_metrics(workdir) if (r.get("eval/num_aha_samples") or 0) > 0]
+def first_aha_step(records: Sequence[dict]) -> int | None:
+  """The first eval step of a run (its metrics records) whose held-out samples hold an aha."""
+  steps = [r["step"] for r in records if (r.get("eval/num_aha_samples") or 0) > 0]
   return min(steps) if steps else None
 
 
@@ -136,7 +135,8 @@ def find_aha(workdir: str) -> dict | None:
   from r1jax.sampling import Sampler
   from r1jax.stages import grpo
 
-  step = first_aha_step(workdir)
+  from r1jax.metrics import read_metrics
+  step = first_aha_step(read_metrics(workdir))
   if step is None:
     return None
   with open(os.path.join(workdir, "config.json")) as f:

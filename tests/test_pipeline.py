@@ -150,12 +150,18 @@ def test_a_workdir_refuses_another_stage(pipeline):
     runner.run_stage(control, os.path.join(pipeline["workdir"], "distill"))
 
 
-@pytest.mark.parametrize("stem,smoke,variant", [
-    ("toy_base", False, ""), ("toy_base", True, ""), ("toy_base", False, "world=reflect"),
-    ("toy_base", True, "world=reflect"), ("grpo_zero", False, "model=smollm2")])
-def test_default_workdir_is_where_children_look(stem, smoke, variant):
+@pytest.mark.parametrize("spec,expected", [
+    ("configs/toy_base.py", "workdirs/toy_base"),
+    ("configs/toy_base.py:smoke", "workdirs/smoke/toy_base"),
+    ("configs/toy_base.py:world=reflect", "workdirs/toy_base_world_reflect"),
+    ("configs/toy_base.py:smoke,world=reflect", "workdirs/smoke/toy_base_world_reflect"),
+    ("configs/grpo_zero.py:model=smollm2", "workdirs/grpo_zero_model_smollm2")])
+def test_default_workdir_is_where_children_look(spec, expected):
   """`python -m r1jax.main --config=SPEC` without --workdir runs where a stage naming SPEC as its
-  parent looks for it, so building a parent by hand and letting a child build it agree."""
+  parent looks for it (configs/common.stage_parent), so building a parent by hand and letting a
+  child build it agree."""
   from configs import common
-  expected = common.stage_parent(stem, smoke, variant)
-  assert config_files.default_workdir(expected.config) == expected.dir
+  assert config_files.default_workdir(spec) == expected
+  stem, _, arg = spec.removeprefix("configs/").partition(":")
+  variant = ",".join(a for a in arg.split(",") if a and a != "smoke")
+  assert common.stage_parent(stem[:-3], "smoke" in arg, variant).dir == expected
