@@ -97,16 +97,18 @@ def test_trainer_logprobs_at_the_sampling_temperature(setup, temperature):
     grpo.GRPOConfig(old_logprobs_from_sampler=True, top_p=0.95)
 
 
-def _one_update(model, params, rollout, mesh):
-  cfg = grpo.GRPOConfig(group_size=G, max_new_tokens=NEW, num_minibatches=2, num_epochs=1,
+def _one_update(model, params, rollout, mesh, num_minibatches=2, group=1):
+  """One GRPO update; `group` rows per prompt run the prompt once (1: every row runs it)."""
+  cfg = grpo.GRPOConfig(group_size=G, max_new_tokens=NEW, num_minibatches=num_minibatches,
+                        num_epochs=1,
                         loss=losses.LossConfig(beta=0.04, aggregation="dapo", eps_high=0.28))
   tx = optax.adam(1e-2)
   rules = sharding.DEFAULT_RULES
   state, shards = training.init_state(model, tx, mesh, rules, jax.random.key(0), params=params)
   prompt_len = rollout.tokens.shape[1] - NEW
-  update = training.jit_update(grpo.make_grpo_loss(model, cfg.loss, prompt_len), tx, mesh, rules,
-                               shards)
-  logprob_fn = grpo.make_logprob_fn(model, mesh, rules, prompt_len)
+  update = training.jit_update(grpo.make_grpo_loss(model, cfg.loss, prompt_len, group_size=group),
+                               tx, mesh, rules, shards)
+  logprob_fn = grpo.make_logprob_fn(model, mesh, rules, prompt_len, group_size=group)
   ref = jax.tree.map(lambda x: x * 0.99, state["params"])
   state, metrics = grpo.train_on_rollout(state, rollout, cfg=cfg, update_fn=update,
                                          logprob_fn=logprob_fn, ref_params=ref, mesh=mesh,
@@ -128,6 +130,47 @@ def test_sharded_update_equals_single_device(setup):
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5), p8, p1)
   moved = jax.tree.map(lambda a, b: np.abs(np.asarray(a) - np.asarray(b)).max(), p1, params)
   assert max(jax.tree.leaves(moved)) > 1e-4  # the update did something
+
+
+def test_shared_prompt_update_equals_per_row(setup):
+  """One minibatch keeps the rollout in groups, so the trainer runs each group's prompt once
+  (left-padded prompts of 3-7 tokens, rows stopping early). Its log-probs and gradients equal
+  the per-row path's, and so do the update's metrics on one device and with each group split
+  over two of eight; rows out of their groups are refused. (The params after the update are not
+  compared: Adam's first step moves every weight by about +-lr whatever its gradient's size, so
+  a gradient of ~1e-9 rounding differently moves its weight by up to 2e-2.)"""
+  model, params, out = setup
+  rewards = np.array([1, 0, 0, 1, 0, 0, 0, 1, 1, 1, 0, 1, 0.5, 0, 1, 0], np.float32)
+  rollout = _rollout(out, rewards)
+  for row, stop in ((1, 3), (6, 5)):  # two rows end early: pad tokens, masked out
+    rollout.tokens[row, rollout.prompt_len + stop:] = 0
+    rollout.seq_mask[row, rollout.prompt_len + stop:] = 0
+    rollout.completion_mask[row, stop:] = 0
+  single = sharding.make_mesh({"data": 1}, devices=jax.devices()[:1])
+  _, m_row = _one_update(model, params, rollout, single, num_minibatches=1, group=1)
+  for mesh in (single, sharding.make_mesh({"data": 8})):
+    _, m_grp = _one_update(model, params, rollout, mesh, num_minibatches=1, group=G)
+    for k in ("loss", "kl", "grad_norm", "entropy"):
+      np.testing.assert_allclose(m_grp[k], m_row[k], atol=1e-5, rtol=1e-5, err_msg=k)
+  assert m_row["kl"] > 0  # the reference forward took part
+  tokens, seq_mask = jnp.asarray(rollout.tokens), jnp.asarray(rollout.seq_mask)
+  logp = {g: grpo.completion_logprobs(model, params, tokens, seq_mask, rollout.prompt_len,
+                                      group_size=g) for g in (1, G)}
+  cm = rollout.completion_mask.astype(bool)
+  np.testing.assert_allclose(np.asarray(logp[G])[cm], np.asarray(logp[1])[cm], atol=1e-5, rtol=0)
+  batch = {"tokens": tokens, "seq_mask": seq_mask,
+           "completion_mask": jnp.asarray(rollout.completion_mask),
+           "advantages": jnp.asarray(rewards - rewards.mean()),
+           "num_sequences": jnp.float32(len(rewards)), "num_tokens": jnp.float32(cm.sum())}
+  grads = {g: jax.jit(jax.grad(lambda p, g=g: grpo.make_grpo_loss(
+      model, losses.LossConfig(), rollout.prompt_len, group_size=g)(p, batch)[0]))(params)
+      for g in (1, G)}
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), grads[G],
+               grads[1])
+  assert max(float(jnp.abs(g).max()) for g in jax.tree.leaves(grads[1])) > 1e-4
+  shuffled = grpo.take_rows(rollout, np.roll(np.arange(len(rewards)), 1))
+  with pytest.raises(ValueError, match="groups of 4"):
+    _one_update(model, params, shuffled, single, num_minibatches=1, group=G)
 
 
 def test_on_policy_loss_needs_no_old_forward(setup):

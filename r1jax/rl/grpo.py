@@ -20,6 +20,7 @@ from r1jax.errors import ConfigError
 from r1jax.rl import advantages as adv_lib
 from r1jax.rl import losses
 from r1jax.rl.dynamic_sampling import GroupAccumulator
+from r1jax.models.transformer import init_cache
 from r1jax.sampling import check_prompts_fit, positions_from_mask
 from r1jax.tokenizers import encode_prompt
 
@@ -54,6 +55,12 @@ class GRPOConfig:
       raise ValueError("rl.old_logprobs_from_sampler needs top_p=1 and top_k=0: with a truncated "
                        "sampling distribution the sampler's log-probs are not the trainer's")
 
+  @property
+  def prompt_group(self) -> int:
+    """Rows per shared prompt in what the trainer sees: a group when the update takes the whole
+    rollout (its rows stay in groups), 1 when minibatches draw rows at random."""
+    return self.group_size if self.num_minibatches == 1 else 1
+
 
 def check_batch(num_prompts: int, cfg: GRPOConfig, mesh) -> None:
   """A rollout of num_prompts x G rows must split into `num_minibatches` minibatches that each
@@ -76,33 +83,70 @@ def check_batch(num_prompts: int, cfg: GRPOConfig, mesh) -> None:
 
 
 def completion_logits(model, params, tokens: jax.Array, seq_mask: jax.Array,
-                      prompt_len: int, temperature: float = 1.0) -> jax.Array:
+                      prompt_len: int, temperature: float = 1.0, group_size: int = 1) -> jax.Array:
   """Float32 logits predicting each completion token: [N, L] rows -> [N, L - prompt_len, V].
 
   Divided by the rollout temperature: the trainer's policy is the distribution that was sampled
   (before top-k / top-p truncation), as in TRL and verl, so at T != 1 the ratio still starts at 1.
+
+  group_size G > 1 says that each run of G consecutive rows shares its prompt columns (a GRPO
+  group): the prompt is then run once per group (`_shared_prompt_logits`).
   """
-  inputs = tokens[:, :-1]
-  key_ok = seq_mask[:, :-1].astype(bool)
-  length = inputs.shape[1]
-  causal = jnp.tril(jnp.ones((length, length), bool))
-  mask = causal[None] & key_ok[:, None, :]
-  logits = model.apply({"params": params}, inputs, positions=positions_from_mask(seq_mask)[:, :-1],
-                       attention_mask=mask)
-  logits = logits[:, prompt_len - 1:]
+  if group_size > 1 and prompt_len > 1:
+    logits = _shared_prompt_logits(model, params, tokens, seq_mask, prompt_len, group_size)
+  else:
+    inputs = tokens[:, :-1]
+    key_ok = seq_mask[:, :-1].astype(bool)
+    length = inputs.shape[1]
+    causal = jnp.tril(jnp.ones((length, length), bool))
+    mask = causal[None] & key_ok[:, None, :]
+    logits = model.apply({"params": params}, inputs,
+                         positions=positions_from_mask(seq_mask)[:, :-1], attention_mask=mask)
+    logits = logits[:, prompt_len - 1:]
   return logits if temperature == 1.0 else logits / temperature
 
 
-def completion_logprobs(model, params, tokens, seq_mask, prompt_len,
-                        temperature: float = 1.0) -> jax.Array:
+def _shared_prompt_logits(model, params, tokens, seq_mask, prompt_len: int, group_size: int):
+  """The same logits with the prompt's forward run once per group, not once per row.
+
+  Causal attention makes a prompt position's keys and values independent of the completion, so
+  the G rows of a group can share them: a forward of the N/G prompts (all but their last token)
+  fills a KV cache, which is repeated G times, and a second forward runs the last prompt token
+  and the completion of every row against it (the sampler's prefill / decode split, with
+  gradients through the cache). At SmolLM2's R1-Zero shape (96 prompt + 128 completion tokens,
+  G=4) that is a third fewer tokens through the model.
+  """
+  n, length = tokens.shape
+  p, nc = prompt_len - 1, length - prompt_len  # prompt tokens in the cache; completion tokens
+  positions = positions_from_mask(seq_mask)
+  key_ok = seq_mask[:, :-1].astype(bool)  # [N, p + nc]: every input position as a key
+  slots = jnp.arange(p + nc)
+  heads = slice(None, None, group_size)  # the first row of each group
+  prefix_mask = (slots[None, None, :] <= jnp.arange(p)[None, :, None]) & key_ok[heads, None, :]
+  cache = init_cache(model.config, n // group_size, p + nc, dtype=model.config.dtype)
+  _, cache = model.apply({"params": params}, tokens[heads, :p], positions=positions[heads, :p],
+                         attention_mask=prefix_mask, cache=cache, cache_index=0,
+                         return_hidden=True)
+  cache = [{k: jnp.repeat(v, group_size, axis=0) for k, v in layer.items()} for layer in cache]
+  mask = (slots[None, None, :] <= (p + jnp.arange(nc))[None, :, None]) & key_ok[:, None, :]
+  logits, _ = model.apply({"params": params}, tokens[:, p:-1], positions=positions[:, p:-1],
+                          attention_mask=mask, cache=cache, cache_index=p)
+  return logits
+
+
+def completion_logprobs(model, params, tokens, seq_mask, prompt_len, temperature: float = 1.0,
+                        group_size: int = 1) -> jax.Array:
   """log pi_T(completion token) [N, Nc], float32, teacher-forced at temperature T."""
-  logits = completion_logits(model, params, tokens, seq_mask, prompt_len, temperature)
+  logits = completion_logits(model, params, tokens, seq_mask, prompt_len, temperature,
+                             group_size)
   return losses.log_probs_from_logits(logits, tokens[:, prompt_len:])
 
 
-def make_logprob_fn(model, mesh, rules, prompt_len: int, temperature: float = 1.0) -> Callable:
+def make_logprob_fn(model, mesh, rules, prompt_len: int, temperature: float = 1.0,
+                    group_size: int = 1) -> Callable:
   """Jitted `params, tokens, seq_mask -> [N, Nc]` log-probs (old policy and reference)."""
-  fn = jax.jit(lambda p, t, m: completion_logprobs(model, p, t, m, prompt_len, temperature))
+  fn = jax.jit(lambda p, t, m: completion_logprobs(model, p, t, m, prompt_len, temperature,
+                                                   group_size))
 
   def run(params, tokens, seq_mask):
     with sharding.mesh_rules(mesh, rules):
@@ -111,7 +155,7 @@ def make_logprob_fn(model, mesh, rules, prompt_len: int, temperature: float = 1.
 
 
 def make_grpo_loss(model, loss_cfg: losses.LossConfig, prompt_len: int,
-                   temperature: float = 1.0) -> Callable:
+                   temperature: float = 1.0, group_size: int = 1) -> Callable:
   """`loss(params, batch) -> (loss, metrics)` for a minibatch of rollout rows.
 
   batch: tokens [N, L], seq_mask [N, L], completion_mask [N, Nc], old_logp, ref_logp [N, Nc],
@@ -119,11 +163,12 @@ def make_grpo_loss(model, loss_cfg: losses.LossConfig, prompt_len: int,
   minibatch losses add up to the full-batch loss. Without `old_logp` the update is on-policy
   (one epoch over one minibatch): the old policy is the current one, so old_logp is
   stop_gradient(logp), the ratio is exactly 1 and its gradient is the policy gradient, as in
-  TRL, without a separate forward pass.
+  TRL, without a separate forward pass. group_size > 1: runs of that many rows share their
+  prompt (`GRPOConfig.prompt_group`; see `completion_logits`).
   """
   def loss_fn(params, batch):
     logits = completion_logits(model, params, batch["tokens"], batch["seq_mask"], prompt_len,
-                               temperature)
+                               temperature, group_size)
     logp = losses.log_probs_from_logits(logits, batch["tokens"][:, prompt_len:])
     old_logp = batch["old_logp"] if "old_logp" in batch else jax.lax.stop_gradient(logp)
     loss, metrics = losses.policy_loss(
@@ -270,6 +315,18 @@ def collect_rollout(sample_fn: Callable[[int, jax.Array], Rollout], num_prompts:
   return take_rows(concat_rollouts(parts), np.asarray(taken["row"])), stats
 
 
+def check_prompt_groups(rollout: Rollout, group: int) -> None:
+  """The trainer runs each group's prompt once (`completion_logits`): its rows must hold the same
+  prompt columns, as `sample_groups` and `concat_rollouts` lay them out."""
+  if group == 1:
+    return
+  prompts = rollout.tokens[:, :rollout.prompt_len] * rollout.seq_mask[:, :rollout.prompt_len]
+  grouped = prompts.reshape(-1, group, prompts.shape[1])
+  if len(prompts) % group or not np.array_equal(grouped, np.broadcast_to(grouped[:, :1],
+                                                                          grouped.shape)):
+    raise ValueError(f"rollout rows are not in groups of {group} rows sharing one prompt")
+
+
 def train_on_rollout(state: dict, rollout: Rollout, *, cfg: GRPOConfig, update_fn: Callable,
                      logprob_fn: Callable, ref_params: Any | None, mesh, rng: jax.Array
                      ) -> tuple[dict, dict[str, float]]:
@@ -281,6 +338,7 @@ def train_on_rollout(state: dict, rollout: Rollout, *, cfg: GRPOConfig, update_f
   t0 = time.perf_counter()
   n = rollout.tokens.shape[0] * jax.process_count()  # rows in the global batch
   check_batch(n // cfg.group_size, cfg, mesh)
+  check_prompt_groups(rollout, cfg.prompt_group)
   cmask = rollout.completion_mask.copy()
   if cfg.mask_truncated:
     cmask[rollout.truncated] = 0
