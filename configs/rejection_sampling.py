@@ -32,6 +32,10 @@ def rs_block() -> ml_collections.ConfigDict:
       "top_k": 0,
       "max_new_tokens": 72,
       "batch_size": 64,  # prompts per sampler call (x N rows)
+      "sampler": "static",  # 'static' or 'continuous' (r1jax/samplers.py): the same samples
+      #   at another speed; not measured on this stage's lengths (experiments/
+      #   continuous_defaults.py measures evals and rollouts)
+      "num_slots": 0,  # continuous: decode slots; 0 = batch_size x N
       "extract": ("answer_tag",),  # answer extractors for grading, tried in order
       "max_paragraph_words": 200,  # longer paragraphs are rejected; 0 = no limit
       "require_readable": True,  # reject outputs without reasoning + summary + answer

@@ -171,6 +171,8 @@ class ContinuousSampler(Sampler):
   processes each passes its own prompts, as with `Sampler`; the slots serve all of them.
   """
 
+  refills = True  # a call with more rows than slots keeps every slot busy: callers pass more
+
   def __init__(self, model: Transformer, mesh: jax.sharding.Mesh | None = None,
                rules=sharding.DEFAULT_RULES, *, num_slots: int, length_bucket: int = 16,
                refill_rows: int | None = None, tail_stages: int = 2):

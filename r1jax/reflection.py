@@ -129,10 +129,9 @@ def find_aha(workdir: str) -> dict | None:
   import jax
   import ml_collections
 
-  from r1jax import sample_grade, sharding
+  from r1jax import sample_grade, samplers, sharding
   from r1jax.models import loading
   from r1jax.models.transformer import Transformer
-  from r1jax.sampling import Sampler
   from r1jax.stages import grpo
 
   from r1jax.metrics import read_metrics
@@ -148,8 +147,9 @@ def find_aha(workdir: str) -> dict | None:
   model = Transformer(loading.with_precision(pre.config, config.get("precision")))
   ev = config.eval
   problems = grpo.load_prompts(config, "test")[: ev.num_problems]
+  sampler = samplers.from_config(config, "eval", model, mesh, rules, rows=ev.batch_size * ev.k)
   samples = sample_grade.sample_completions(
-      Sampler(model, mesh=mesh, rules=rules), pre.params, pre.tokenizer, problems,
+      sampler, pre.params, pre.tokenizer, problems,
       template=config.data.template, k=ev.k, max_new_tokens=ev.max_new_tokens,
       temperature=ev.temperature, top_p=ev.top_p, top_k=ev.get("top_k", 0),
       batch_size=ev.batch_size, rng=jax.random.key(ev.seed), progress=False)

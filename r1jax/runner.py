@@ -23,7 +23,7 @@ from typing import Any
 
 from absl import logging
 
-from r1jax import config_files, stages
+from r1jax import config_files, samplers, stages
 from r1jax.errors import ConfigError
 
 LINEAGE_FILE = "lineage.json"
@@ -50,8 +50,11 @@ def config_json(config) -> str:
   return config.to_json_best_effort(indent=2, sort_keys=True)
 
 
-# Fields that say where and how verbosely a stage runs, not what it computes.
-NOT_RECIPE = ("progress", "data.data_dir")
+# Fields that say where and how verbosely a stage runs, not what it computes; the sampler draws
+# the same tokens either way (r1jax/samplers.py), so a run made before its fields existed (or
+# with the other sampler) has the same recipe.
+NOT_RECIPE = ("progress", "data.data_dir", "eval.sampler", "eval.num_slots", "rl.sampler",
+              "rl.num_slots", "rs.sampler", "rs.num_slots")
 
 
 def recipe_sha256(config) -> str:
@@ -218,14 +221,15 @@ def _check_workdir(workdir: str, stage: str) -> None:
 
 # Fields a resumed run may change: how long it runs and how often it saves, logs and evaluates,
 # what it does on a NaN, where its data and parents' configs are, how it computes (precision:
-# the weights stay float32) and how it is laid out on the devices (checkpoints reshard on
-# restore). A pattern matches a field and everything under it; '*' is one level. Any other
-# field, even one the earlier run's config lacked, is the recipe.
+# the weights stay float32), how it is laid out on the devices (checkpoints reshard on
+# restore) and which sampler draws its rollouts (the same tokens). A pattern matches a field
+# and everything under it; '*' is one level. Any other field, even one the earlier run's
+# config lacked, is the recipe.
 RESUMABLE = ("num_steps", "train.num_steps", "train.num_epochs", "train.log_every",
              "train.data_shards",
              "checkpoint_every", "keep_checkpoints", "nan_policy", "progress", "name", "eval",
              "precision", "data.data_dir", "data.manual_dir", "parents.*.config", "mesh",
-             "axis_rules", "stages", "rebuild")
+             "axis_rules", "stages", "rebuild", "rl.sampler", "rl.num_slots")
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -339,6 +343,7 @@ def run_stage(config, workdir: str) -> dict:
   _check_workdir(workdir, name)
   _check_resume(workdir, config, name)
   check_devices(config, name)
+  samplers.check_config(config)
   ensure_parents(config)
   from r1jax import multihost
   os.makedirs(workdir, exist_ok=True)

@@ -16,6 +16,7 @@ import numpy as np
 import tqdm
 
 from r1jax import evaluation, grading, language, multihost, response
+from r1jax.samplers import REFILL_BATCHES
 from r1jax.sampling import check_prompts_fit
 from r1jax.templates import format_prompt
 from r1jax.tokenizers import encode_prompt
@@ -36,13 +37,16 @@ def sample_completions(sampler, params, tokenizer, problems: Sequence[dict], *, 
                        batch_size: int, rng, progress: bool = True,
                        first_id: int = 0) -> list[dict]:
   """k completions per problem. Problem i draws from its own stream (the sampler's prompt_ids,
-  first_id + i), so one seed fixes every sample whatever the batch size or process count."""
+  first_id + i), so one seed fixes every sample whatever the batch size, process count or
+  sampler. A sampler that refills finished rows' slots (`refills`) gets REFILL_BATCHES batches
+  per call, so finished rows make room for waiting ones (r1jax/samplers.py)."""
   if k < 1 or batch_size < 1:
     raise ValueError(f"k and batch_size must be >= 1, got k={k}, batch_size={batch_size}")
   encoded = [encode_prompt(tokenizer, format_prompt(template, p["problem"])) for p in problems]
   check_prompts_fit(encoded, [p.get("id", str(i)) for i, p in enumerate(problems)],
                     max_new_tokens, sampler)
   out = []
+  batch_size *= REFILL_BATCHES if getattr(sampler, "refills", False) else 1
   starts = range(0, len(problems), batch_size)
   for start in tqdm.tqdm(starts, desc="sampling", unit="batch", disable=not progress):
     batch = problems[start:start + batch_size]

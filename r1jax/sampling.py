@@ -293,6 +293,8 @@ class Sampler:
   `decode_segments` sets how often the KV cache grows during decode (`segment_ends`).
   """
 
+  refills = False  # a finished row's place stays idle until the call ends (ContinuousSampler)
+
   def __init__(self, model: Transformer, mesh: jax.sharding.Mesh | None = None,
                rules=sharding.DEFAULT_RULES, length_bucket: int = 16, decode_segments: int = 4):
     if length_bucket < 1 or decode_segments < 1:

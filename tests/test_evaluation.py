@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from configs import eval as eval_config
-from r1jax import evaluation
+from r1jax import evaluation, samplers
 from r1jax.data import benchmarks
 from r1jax.stages import evaluate
 
@@ -272,10 +272,9 @@ def fake_model(monkeypatch):
   loading = types.ModuleType("r1jax.models.loading")
   loading.load_pretrained = lambda path, mesh=None: types.SimpleNamespace(
       model=None, params={}, tokenizer=CharTokenizer(), config=None)
-  sampling = types.ModuleType("r1jax.sampling")
-  sampling.Sampler = FakeSampler
   monkeypatch.setitem(sys.modules, "r1jax.models.loading", loading)
-  monkeypatch.setitem(sys.modules, "r1jax.sampling", sampling)
+  monkeypatch.setattr(samplers, "make_sampler",  # whichever sampler the config chooses
+                      lambda model, mesh=None, rules=None, **kw: FakeSampler(model, mesh))
   problems = [{"problem": f"{a}+{a + 3}", "answer": str(2 * a + 3), "id": f"p{a}"}
               for a in range(7)]
   monkeypatch.setitem(benchmarks.BENCHMARKS, "sums", lambda **kw: problems)

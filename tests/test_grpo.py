@@ -135,8 +135,8 @@ def test_sharded_update_equals_single_device(setup):
 def test_shared_prompt_update_equals_per_row(setup):
   """One minibatch keeps the rollout in groups, so the trainer runs each group's prompt once
   (left-padded prompts of 3-7 tokens, rows stopping early). Its log-probs and gradients equal
-  the per-row path's, and so do the update's metrics on one device and with each group split
-  over two of eight; rows out of their groups are refused. (The params after the update are not
+  the per-row path's, and so do the update's metrics with each group split over two of eight
+  devices; rows out of their groups are refused. (The params after the update are not
   compared: Adam's first step moves every weight by about +-lr whatever its gradient's size, so
   a gradient of ~1e-9 rounding differently moves its weight by up to 2e-2.)"""
   model, params, out = setup
@@ -148,14 +148,14 @@ def test_shared_prompt_update_equals_per_row(setup):
     rollout.completion_mask[row, stop:] = 0
   single = sharding.make_mesh({"data": 1}, devices=jax.devices()[:1])
   _, m_row = _one_update(model, params, rollout, single, num_minibatches=1, group=1)
-  for mesh in (single, sharding.make_mesh({"data": 8})):
-    _, m_grp = _one_update(model, params, rollout, mesh, num_minibatches=1, group=G)
-    for k in ("loss", "kl", "grad_norm", "entropy"):
-      np.testing.assert_allclose(m_grp[k], m_row[k], atol=1e-5, rtol=1e-5, err_msg=k)
+  _, m_grp = _one_update(model, params, rollout, sharding.make_mesh({"data": 8}),
+                         num_minibatches=1, group=G)
+  for k in ("loss", "kl", "grad_norm", "entropy"):
+    np.testing.assert_allclose(m_grp[k], m_row[k], atol=1e-5, rtol=1e-5, err_msg=k)
   assert m_row["kl"] > 0  # the reference forward took part
   tokens, seq_mask = jnp.asarray(rollout.tokens), jnp.asarray(rollout.seq_mask)
-  logp = {g: grpo.completion_logprobs(model, params, tokens, seq_mask, rollout.prompt_len,
-                                      group_size=g) for g in (1, G)}
+  logp = {g: jax.jit(lambda p, g=g: grpo.completion_logprobs(
+      model, p, tokens, seq_mask, rollout.prompt_len, group_size=g))(params) for g in (1, G)}
   cm = rollout.completion_mask.astype(bool)
   np.testing.assert_allclose(np.asarray(logp[G])[cm], np.asarray(logp[1])[cm], atol=1e-5, rtol=0)
   batch = {"tokens": tokens, "seq_mask": seq_mask,
@@ -168,9 +168,10 @@ def test_shared_prompt_update_equals_per_row(setup):
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), grads[G],
                grads[1])
   assert max(float(jnp.abs(g).max()) for g in jax.tree.leaves(grads[1])) > 1e-4
+  grpo.check_prompt_groups(rollout, G)
   shuffled = grpo.take_rows(rollout, np.roll(np.arange(len(rewards)), 1))
   with pytest.raises(ValueError, match="groups of 4"):
-    _one_update(model, params, shuffled, single, num_minibatches=1, group=G)
+    grpo.check_prompt_groups(shuffled, G)
 
 
 def test_on_policy_loss_needs_no_old_forward(setup):

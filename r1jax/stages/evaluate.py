@@ -51,13 +51,13 @@ def resolve_settings(config) -> dict[str, Any]:
 def sample_from_checkpoint(config, settings: dict, problems: Sequence[dict]) -> list[dict]:
   """Loads `config.checkpoint` and samples: the one place touching the model and sampler APIs."""
   import jax
-  from r1jax import sharding
+  from r1jax import samplers, sharding
   from r1jax.models.loading import load_pretrained
-  from r1jax.sampling import Sampler
 
   mesh = sharding.make_mesh(dict(config.mesh))
   bundle = load_pretrained(config.checkpoint, mesh=mesh)
-  sampler = Sampler(bundle.model, mesh=mesh)
+  sampler = samplers.from_config(config, "", bundle.model, mesh,
+                                 rows=config.batch_size * settings["k"])
   return sample_completions(
       sampler, bundle.params, bundle.tokenizer, problems, template=settings["template"],
       k=settings["k"], max_new_tokens=settings["max_new_tokens"],

@@ -20,14 +20,13 @@ from absl import logging
 from tqdm import tqdm
 
 from r1jax import (checkpoints, faults, language, multihost, optim, preemption, response,
-                   sample_grade, sharding, stages, templates, training)
+                   sample_grade, samplers, sharding, stages, templates, training)
 from r1jax.data import prompts as prompt_data
 from r1jax.metrics import MetricsWriter
 from r1jax.models import loading
 from r1jax.models.transformer import Transformer
 from r1jax.rl import grpo, losses, rewards as rewards_lib
 from r1jax.runner import parent_dir
-from r1jax.sampling import Sampler
 
 
 def grpo_config(rl) -> grpo.GRPOConfig:
@@ -35,7 +34,8 @@ def grpo_config(rl) -> grpo.GRPOConfig:
   if loss_fields.get("max_tokens") is None:  # Dr.GRPO's constant budget: the completion budget
     loss_fields["max_tokens"] = rl.max_new_tokens
   loss = losses.LossConfig(**loss_fields)
-  fields = {k: rl[k] for k in rl.keys() if k not in ("loss", "num_prompts", "ref_reset_every")}
+  stage_only = ("loss", "num_prompts", "ref_reset_every", "sampler", "num_slots")
+  fields = {k: rl[k] for k in rl.keys() if k not in stage_only}
   return grpo.GRPOConfig(loss=loss, **fields)
 
 
@@ -196,7 +196,11 @@ def run(config, workdir: str) -> dict[str, Any]:
     logging.info("resumed from step %d", start)
     print(f"r1jax: resuming {workdir} from step {start}")
 
-  sampler = Sampler(model, mesh=mesh, rules=rules)
+  # Rollouts: one call of num_prompts x G rows; evals: calls of batch_size x k rows.
+  sampler = samplers.from_config(config, "rl", model, mesh, rules,
+                                 rows=config.rl.num_prompts * config.rl.group_size)
+  eval_sampler = samplers.from_config(config, "eval", model, mesh, rules,
+                                      rows=config.eval.batch_size * config.eval.k)
   prompt_len_cache: dict[int, Any] = {}
   loss_fn_cache: dict[int, Any] = {}
 
@@ -204,10 +208,10 @@ def run(config, workdir: str) -> dict[str, Any]:
     """Jitted log-prob and update functions, one per (bucketed) prompt length."""
     if prompt_len not in prompt_len_cache:
       prompt_len_cache[prompt_len] = grpo.make_logprob_fn(model, mesh, rules, prompt_len,
-                                                          cfg.temperature)
+                                                          cfg.temperature, cfg.prompt_group)
       loss_fn_cache[prompt_len] = training.jit_update(
-          grpo.make_grpo_loss(model, cfg.loss, prompt_len, cfg.temperature), tx, mesh, rules,
-          state_shards)
+          grpo.make_grpo_loss(model, cfg.loss, prompt_len, cfg.temperature, cfg.prompt_group),
+          tx, mesh, rules, state_shards)
     return prompt_len_cache[prompt_len], loss_fn_cache[prompt_len]
 
   writer = MetricsWriter(workdir, resume_step=start,
@@ -221,12 +225,12 @@ def run(config, workdir: str) -> dict[str, Any]:
   def run_eval(step):
     nonlocal last_eval
     t = time.perf_counter()
-    last_eval = sample_grade.heldout_eval(sampler, state["params"], tokenizer, eval_problems,
-                                          config, eval_rng)
+    last_eval = sample_grade.heldout_eval(eval_sampler, state["params"], tokenizer,
+                                          eval_problems, config, eval_rng)
     faults.at("eval", step)
     if general_eval_problems:
-      last_eval.update(general_eval(sampler, state["params"], tokenizer, general_eval_problems,
-                                    config, jax.random.fold_in(eval_rng, 1)))
+      last_eval.update(general_eval(eval_sampler, state["params"], tokenizer,
+                                    general_eval_problems, config, jax.random.fold_in(eval_rng, 1)))
     last_eval["eval/time_s"] = time.perf_counter() - t
     writer.write(step, last_eval)
     logging.info("step %d eval: %s", step, last_eval)

@@ -21,7 +21,7 @@ import jax
 import ml_collections
 from absl import logging
 
-from r1jax import config_files, report, runner, sample_grade, sharding, stages
+from r1jax import config_files, report, runner, sample_grade, samplers, sharding, stages
 from r1jax.errors import ConfigError
 
 EVAL_FILE = "pipeline_eval.json"
@@ -119,12 +119,14 @@ def evaluate_stage(stage_dir: str, config, reward_fn, mesh, rules) -> dict[str, 
   obey and harmless rates (and the reward model's score) for one stage's model; cached."""
   from r1jax.data import prompts as prompt_data
   from r1jax.models.loading import load_pretrained
-  from r1jax.sampling import Sampler
   from r1jax.stages import grpo
 
   ev_cfg = _eval_config(config)
+  # The eval protocol without the sampler's choice, which changes speed, not samples.
+  protocol = ml_collections.ConfigDict(
+      {k: v for k, v in config.eval.items() if k not in ("sampler", "num_slots")})
   key = hashlib.sha256(json.dumps({"out": runner.output_sha256(stage_dir),  # not the data dir
-                                   "eval": config.eval.to_json_best_effort(sort_keys=True),
+                                   "eval": protocol.to_json_best_effort(sort_keys=True),
                                    "toy": config.data.toy.to_json_best_effort(sort_keys=True),
                                    "rm": reward_fn is not None}).encode()).hexdigest()
   cache = os.path.join(stage_dir, EVAL_FILE)
@@ -134,7 +136,8 @@ def evaluate_stage(stage_dir: str, config, reward_fn, mesh, rules) -> dict[str, 
     if saved.get("key") == key:
       return saved["metrics"]
   pre = load_pretrained(stage_dir, mesh=mesh, rules=rules)
-  sampler = Sampler(pre.model, mesh=mesh, rules=rules)
+  sampler = samplers.from_config(config, "eval", pre.model, mesh, rules,
+                                 rows=config.eval.batch_size * config.eval.k)
   data_cfg = ml_collections.ConfigDict({"dataset": "toy", "data_dir": config.data.data_dir,
                                         "toy": config.data.toy})
   problems = prompt_data.load_problems(data_cfg, "test")[:config.eval.num_problems]

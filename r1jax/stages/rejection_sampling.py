@@ -20,25 +20,28 @@ from typing import Any
 import jax
 from absl import logging
 
-from r1jax import sample_grade, sharding, stages
+from r1jax import sample_grade, samplers, sharding, stages
 from r1jax.data import prompts as prompt_data, readability, sft_data
 from r1jax.errors import ConfigError
 from r1jax.models import loading
 from r1jax.runner import parent_dir, parent_dirs
-from r1jax.sampling import Sampler
 from r1jax.stages import grpo
 
 STATS_FILE = "stats.json"
 SAMPLES_FILE = "samples.jsonl"
 REJECTIONS = ("incorrect", *readability.REJECTIONS, "over_cap")
-# Fields that change what is written; progress bars do not.
-_NOT_HASHED = ("progress",)
+# Fields that change what is written; progress bars and the sampler (the same samples) do not.
+_NOT_HASHED = ("progress", "rs.sampler", "rs.num_slots")
 
 
 def config_hash(config) -> str:
   fields = json.loads(config.to_json_best_effort())
-  for key in _NOT_HASHED:
-    fields.pop(key, None)
+  for dotted in _NOT_HASHED:
+    *path, leaf = dotted.split(".")
+    node = fields
+    for part in path:
+      node = node.get(part, {})
+    node.pop(leaf, None)
   return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
 
@@ -67,8 +70,10 @@ def sample_policy(config) -> tuple[list[dict], dict[str, float]]:
   if rs.get("num_prompts", 0) > 0:
     problems = problems[: rs.num_prompts]
   progress = config.get("progress", True)
+  sampler = samplers.from_config(config, "rs", pre.model, mesh, rules,
+                                 rows=rs.batch_size * rs.num_samples)
   samples = sample_grade.sample_completions(
-      Sampler(pre.model, mesh=mesh, rules=rules), pre.params, pre.tokenizer, problems,
+      sampler, pre.params, pre.tokenizer, problems,
       template=config.data.template, k=rs.num_samples, max_new_tokens=rs.max_new_tokens,
       temperature=rs.temperature, top_p=rs.top_p, top_k=rs.get("top_k", 0),
       batch_size=rs.batch_size, rng=jax.random.key(config.seed), progress=progress)

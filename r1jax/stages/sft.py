@@ -23,8 +23,8 @@ import jax
 from absl import logging
 from tqdm import tqdm
 
-from r1jax import (checkpoints, faults, optim, preemption, sample_grade, sft, sharding, stages,
-                   training)
+from r1jax import (checkpoints, faults, optim, preemption, sample_grade, samplers, sft, sharding,
+                   stages, training)
 from r1jax.data import loader, prompts as prompt_data, sft_data, toy_world
 from r1jax.errors import ConfigError
 from r1jax.metrics import MetricsWriter, read_metrics
@@ -32,7 +32,6 @@ from r1jax.models import loading
 from r1jax.models.config import get_model_config
 from r1jax.models.transformer import Transformer
 from r1jax.runner import parent_dir, parent_dirs
-from r1jax.sampling import Sampler
 from r1jax.tokenizers import SentencePieceTokenizer, load_tokenizer
 
 TOKENIZER_FILE = "tokenizer.model"
@@ -212,8 +211,10 @@ def run(config, workdir: str) -> dict[str, Any]:
             **jax.tree.map(float, metrics)}
   if config.eval.num_problems:
     problems = prompt_data.load_problems(config.data, "test")[: config.eval.num_problems]
-    ev = sample_grade.heldout_eval(Sampler(model, mesh=mesh, rules=rules), state["params"],
-                                   tokenizer, problems, config, jax.random.key(config.eval.seed))
+    sampler = samplers.from_config(config, "eval", model, mesh, rules,
+                                   rows=config.eval.batch_size * config.eval.k)
+    ev = sample_grade.heldout_eval(sampler, state["params"], tokenizer, problems, config,
+                                   jax.random.key(config.eval.seed))
     faults.at("eval", num_steps)
     writer.write(num_steps, ev)
     result.update(ev)
