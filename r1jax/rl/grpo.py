@@ -17,10 +17,10 @@ import numpy as np
 
 from r1jax import multihost, sharding, training
 from r1jax.errors import ConfigError
+from r1jax.models.transformer import init_cache
 from r1jax.rl import advantages as adv_lib
 from r1jax.rl import losses
 from r1jax.rl.dynamic_sampling import GroupAccumulator
-from r1jax.models.transformer import init_cache
 from r1jax.sampling import check_prompts_fit, positions_from_mask
 from r1jax.tokenizers import encode_prompt
 
@@ -92,45 +92,39 @@ def completion_logits(model, params, tokens: jax.Array, seq_mask: jax.Array,
   group_size G > 1 says that each run of G consecutive rows shares its prompt columns (a GRPO
   group): the prompt is then run once per group (`_shared_prompt_logits`).
   """
+  inputs = tokens[:, :-1]
+  length = inputs.shape[1]
+  mask = jnp.tril(jnp.ones((length, length), bool))[None] & seq_mask[:, None, :-1].astype(bool)
+  positions = positions_from_mask(seq_mask)[:, :-1]
   if group_size > 1 and prompt_len > 1:
-    logits = _shared_prompt_logits(model, params, tokens, seq_mask, prompt_len, group_size)
+    logits = _shared_prompt_logits(model, params, inputs, positions, mask, prompt_len - 1,
+                                   group_size)
   else:
-    inputs = tokens[:, :-1]
-    key_ok = seq_mask[:, :-1].astype(bool)
-    length = inputs.shape[1]
-    causal = jnp.tril(jnp.ones((length, length), bool))
-    mask = causal[None] & key_ok[:, None, :]
-    logits = model.apply({"params": params}, inputs,
-                         positions=positions_from_mask(seq_mask)[:, :-1], attention_mask=mask)
+    logits = model.apply({"params": params}, inputs, positions=positions, attention_mask=mask)
     logits = logits[:, prompt_len - 1:]
   return logits if temperature == 1.0 else logits / temperature
 
 
-def _shared_prompt_logits(model, params, tokens, seq_mask, prompt_len: int, group_size: int):
+def _shared_prompt_logits(model, params, inputs, positions, mask, p: int, group_size: int):
   """The same logits with the prompt's forward run once per group, not once per row.
 
   Causal attention makes a prompt position's keys and values independent of the completion, so
-  the G rows of a group can share them: a forward of the N/G prompts (all but their last token)
-  fills a KV cache, which is repeated G times, and a second forward runs the last prompt token
-  and the completion of every row against it (the sampler's prefill / decode split, with
-  gradients through the cache). At SmolLM2's R1-Zero shape (96 prompt + 128 completion tokens,
-  G=4) that is a third fewer tokens through the model.
+  the G rows of a group can share them: a forward of the N/G prompts (the first p inputs: all
+  but the last prompt token) fills a KV cache, which is repeated G times, and a second forward
+  runs the last prompt token and the completion of every row against it (the sampler's
+  prefill / decode split, with gradients through the cache). Both take their rows of the full
+  causal `mask` [N, L, L]. At SmolLM2's R1-Zero shape (96 prompt + 128 completion tokens, G=4)
+  that is a third fewer tokens through the model.
   """
-  n, length = tokens.shape
-  p, nc = prompt_len - 1, length - prompt_len  # prompt tokens in the cache; completion tokens
-  positions = positions_from_mask(seq_mask)
-  key_ok = seq_mask[:, :-1].astype(bool)  # [N, p + nc]: every input position as a key
-  slots = jnp.arange(p + nc)
+  n, length = inputs.shape
   heads = slice(None, None, group_size)  # the first row of each group
-  prefix_mask = (slots[None, None, :] <= jnp.arange(p)[None, :, None]) & key_ok[heads, None, :]
-  cache = init_cache(model.config, n // group_size, p + nc, dtype=model.config.dtype)
-  _, cache = model.apply({"params": params}, tokens[heads, :p], positions=positions[heads, :p],
-                         attention_mask=prefix_mask, cache=cache, cache_index=0,
+  cache = init_cache(model.config, n // group_size, length, dtype=model.config.dtype)
+  _, cache = model.apply({"params": params}, inputs[heads, :p], positions=positions[heads, :p],
+                         attention_mask=mask[heads, :p], cache=cache, cache_index=0,
                          return_hidden=True)
   cache = [{k: jnp.repeat(v, group_size, axis=0) for k, v in layer.items()} for layer in cache]
-  mask = (slots[None, None, :] <= (p + jnp.arange(nc))[None, :, None]) & key_ok[:, None, :]
-  logits, _ = model.apply({"params": params}, tokens[:, p:-1], positions=positions[:, p:-1],
-                          attention_mask=mask, cache=cache, cache_index=p)
+  logits, _ = model.apply({"params": params}, inputs[:, p:], positions=positions[:, p:],
+                          attention_mask=mask[:, p:], cache=cache, cache_index=p)
   return logits
 
 
